@@ -1,0 +1,3 @@
+from encoderkit.cli import main
+
+main()

@@ -1,0 +1,129 @@
+"""The `encoderkit` command line: parse, load the recipe, call a command. Nothing else.
+
+Heavy imports (torch, datasets) happen inside the commands so that `--help` and small
+commands start fast. Usage errors print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    help="Pretrain, fine-tune, quantize and use compact encoders (ALBERT, ELECTRA, I-BERT).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+tokenizer_app = typer.Typer(help="Train SentencePiece tokenizers.", no_args_is_help=True)
+recipes_app = typer.Typer(help="List, show and validate recipes.", no_args_is_help=True)
+app.add_typer(tokenizer_app, name="tokenizer")
+app.add_typer(recipes_app, name="recipes")
+
+OVERRIDES = typer.Argument(None, help="Dotted overrides such as train.max_steps=100 output.dir=runs/x.")
+
+
+def _fail(message: str, code: int = 2):
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command(epilog="Example: encoderkit pretrain albert-tiny train.max_steps=200 output.dir=runs/demo")
+def pretrain(
+    recipe: str = typer.Argument(..., help="A recipe YAML file or a bundled recipe name (see `recipes ls`)."),
+    overrides: list[str] = OVERRIDES,
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in output.dir from its last checkpoint."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and parameter counts, then exit."),
+):
+    """Pretrain a model from a recipe; the run dir ends up holding a Hugging Face checkpoint."""
+    from rich.console import Console
+
+    from encoderkit.commands import pretrain as command
+    from encoderkit.recipes import load_recipe
+
+    recipe_obj = load_recipe(recipe, overrides or [])
+    if dry_run:
+        command.dry_run(recipe_obj, Console())
+        return
+    command.pretrain(recipe_obj, resume=resume)
+
+
+@app.command("fill-mask", epilog='Example: echo "The capital of France is [MASK]." | '
+                                  "encoderkit fill-mask --model runs/albert-tiny --top-k 5")
+def fill_mask(
+    model: Path = typer.Option(..., "--model", help="A model directory (config.json, model.safetensors, spiece.model)."),
+    top_k: int = typer.Option(5, "--top-k", min=1, help="Candidates per [MASK]."),
+    fmt: str = typer.Option("text", "--format", help="text or jsonl (one JSON object per input line)."),
+):
+    """Read lines from stdin and print the top-k fillings of each [MASK]."""
+    from encoderkit.commands.fill_mask import run
+
+    if fmt not in ("text", "jsonl"):
+        _fail(f"--format: '{fmt}' is not one of: text, jsonl")
+    if not (model / "config.json").is_file():
+        _fail(f"--model: '{model}' is not a model directory (no config.json); point it at a run dir")
+    failed = run(model, sys.stdin, top_k, fmt)
+    if failed:
+        raise typer.Exit(1)
+
+
+@tokenizer_app.command("train", epilog="Example: encoderkit tokenizer train albert-tiny tokenizer.vocab_size=8000 "
+                                        "--out runs/tok")
+def tokenizer_train(
+    recipe: str = typer.Argument(..., help="The recipe whose data.source and tokenizer section to use."),
+    overrides: list[str] = OVERRIDES,
+    out: Path = typer.Option(..., "--out", help="Directory to write spiece.model into."),
+):
+    """Train a SentencePiece tokenizer (ALBERT's special tokens) on a sample of the recipe's corpus."""
+    from rich.console import Console
+
+    from encoderkit.commands.pretrain import prepare_tokenizer
+    from encoderkit.recipes import load_recipe
+
+    recipe_obj = load_recipe(recipe, (overrides or []) + ["tokenizer.path="])
+    if (out / "spiece.model").exists():
+        _fail(f"--out: '{out}/spiece.model' already exists; choose another directory")
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = prepare_tokenizer(recipe_obj, out, Console(stderr=True))
+    typer.echo(f"wrote {out / 'spiece.model'} ({tokenizer.vocab_size} pieces)")
+
+
+@recipes_app.command("ls")
+def recipes_ls():
+    """List the bundled recipes."""
+    from encoderkit.recipes import bundled_names, load_recipe
+
+    for name in bundled_names():
+        typer.echo(f"{name}\t{load_recipe(name).objective}")
+
+
+@recipes_app.command("show", epilog="Example: encoderkit recipes show albert-tiny train.max_steps=10")
+def recipes_show(name: str = typer.Argument(..., help="A bundled recipe name or a YAML file."),
+                 overrides: list[str] = OVERRIDES):
+    """Print the resolved recipe (defaults filled in, overrides applied)."""
+    from encoderkit.recipes import dump_yaml, load_recipe
+
+    typer.echo(dump_yaml(load_recipe(name, overrides or [])), nl=False)
+
+
+@recipes_app.command("validate", epilog="Example: encoderkit recipes validate my-recipe.yaml")
+def recipes_validate(path: str = typer.Argument(..., help="A recipe YAML file."),
+                     overrides: list[str] = OVERRIDES):
+    """Check a recipe: keys, types, ranges and files."""
+    from encoderkit.recipes import load_recipe
+
+    load_recipe(path, overrides or [])
+    typer.echo(f"{path}: ok")
+
+
+def main() -> None:
+    """Console entry point: known user errors become one line on stderr and exit code 2."""
+    from encoderkit.errors import USER_ERRORS
+
+    try:
+        app()
+    except USER_ERRORS as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)

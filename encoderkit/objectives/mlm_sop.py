@@ -1,0 +1,52 @@
+"""ALBERT's pretraining objective: masked LM (at masked positions only) + sentence-order prediction."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MlmSopObjective:
+    """loss = MLM cross-entropy + SOP cross-entropy.
+
+    Logged beside MLM accuracy is a unigram baseline: always answering the token that was most
+    frequent among the masked labels seen so far. A model that has only learned token
+    frequencies sits exactly on it, so the gap between the two says whether it learned more.
+    """
+
+    def __init__(self, vocab_size: int):
+        self.label_counts = torch.zeros(vocab_size, dtype=torch.long)
+
+    def __call__(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+        labels = batch["mlm_labels"]
+        mlm_mask = labels != -100
+        targets = labels[mlm_mask]
+        mlm_logits, sop_logits = model(
+            batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], mlm_mask=mlm_mask
+        )
+        # Normalise by the global number of masked tokens, so N processes sum to one process's mean.
+        num_masked = batch.get("num_masked_global", targets.numel())
+        mlm_loss = F.cross_entropy(mlm_logits.float(), targets, reduction="sum")
+        mlm_loss = mlm_loss * batch.get("world_size", 1) / max(num_masked, 1)
+        sop_loss = F.cross_entropy(sop_logits.float(), batch["sop_labels"])
+
+        with torch.no_grad():
+            targets_cpu = targets.cpu()
+            unigram_guess = int(self.label_counts.argmax())
+            self.label_counts += torch.bincount(targets_cpu, minlength=self.label_counts.numel())
+            metrics = {
+                "loss": float(mlm_loss + sop_loss),
+                "mlm_loss": float(mlm_loss),
+                "sop_loss": float(sop_loss),
+                "mlm_acc": float((mlm_logits.argmax(-1) == targets).float().mean()),
+                "unigram_acc": float((targets_cpu == unigram_guess).float().mean()),
+                "sop_acc": float((sop_logits.argmax(-1) == batch["sop_labels"]).float().mean()),
+            }
+        return mlm_loss + sop_loss, metrics
+
+    def state_dict(self) -> dict:
+        return {"label_counts": self.label_counts.tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.label_counts = torch.tensor(state["label_counts"], dtype=torch.long)

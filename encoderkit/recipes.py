@@ -1,0 +1,304 @@
+"""Recipes: YAML files validated into typed config objects, with dotted key=value overrides.
+
+Every error is a `RecipeError` whose message names the offending key, so the CLI can print
+one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from encoderkit.errors import UserError
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+class RecipeError(UserError):
+    """A recipe that cannot be used; the message names the key and says how to fix it."""
+
+
+def _range(lo=None, hi=None, lo_open=False):
+    return {"lo": lo, "hi": hi, "lo_open": lo_open}
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = field(default=1000, metadata=_range(1))
+    seed: int = 0
+    # Examples per optimizer step, all processes and accumulation steps together.
+    batch_size: int = field(default=32, metadata=_range(1))
+    gradient_accumulation_steps: int = field(default=1, metadata=_range(1))
+    optimizer: Literal["adamw", "lamb"] = "adamw"
+    learning_rate: float = field(default=1e-4, metadata=_range(0, lo_open=True))
+    weight_decay: float = field(default=0.01, metadata=_range(0))
+    adam_beta1: float = field(default=0.9, metadata=_range(0, 1))
+    adam_beta2: float = field(default=0.999, metadata=_range(0, 1))
+    adam_epsilon: float = field(default=1e-6, metadata=_range(0, lo_open=True))
+    warmup_steps: int = field(default=0, metadata=_range(0))
+    schedule: Literal["linear", "constant"] = "linear"
+    max_grad_norm: float = field(default=1.0, metadata=_range(0, lo_open=True))
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    log_every: int = field(default=10, metadata=_range(1))
+    save_every: int = field(default=500, metadata=_range(1))
+    keep_last: int = field(default=2, metadata=_range(1))
+    # A run stops after this many non-finite losses in a row (each is skipped and counted).
+    max_nonfinite_steps: int = field(default=10, metadata=_range(1))
+
+
+@dataclass
+class DataConfig:
+    # "default" (the embedded corpus), a hub dataset name, or local txt/jsonl/parquet files and globs.
+    source: str | list[str] = "default"
+    max_seq_length: int = field(default=128, metadata=_range(8))
+    short_seq_prob: float = field(default=0.1, metadata=_range(0, 1))
+    masked_lm_prob: float = field(default=0.15, metadata=_range(0, 1, lo_open=True))
+    max_ngram: int = field(default=3, metadata=_range(1, 10))
+
+
+@dataclass
+class TokenizerConfig:
+    # An existing spiece.model (or a directory holding one); empty: train one before pretraining.
+    path: str | None = None
+    vocab_size: int = field(default=8000, metadata=_range(100))
+    model_type: Literal["unigram", "bpe"] = "unigram"
+    sample_documents: int = field(default=20000, metadata=_range(10))
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "runs/run"
+
+
+@dataclass
+class ModelRecipe:
+    family: Literal["albert"]
+    # The family's own config (field names as in transformers), validated by its dataclass.
+    config: Any
+
+
+@dataclass
+class PretrainRecipe:
+    name: str
+    objective: Literal["mlm_sop"]
+    model: ModelRecipe
+    data: DataConfig
+    tokenizer: TokenizerConfig
+    train: TrainConfig
+    output: OutputConfig
+
+
+def model_config_class(family: str):
+    from encoderkit.models.albert import AlbertConfig
+
+    return {"albert": AlbertConfig}[family]
+
+
+# ---- reading, overriding, validating ---------------------------------------------------------
+
+
+def resolve_path(name_or_path: str) -> Path:
+    """A recipe file path, or the name of a bundled recipe (`albert-tiny`)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = RECIPES_DIR / f"{name_or_path}.yaml"
+    if bundled.is_file():
+        return bundled
+    raise RecipeError(
+        f"recipe '{name_or_path}' not found: give a YAML file or one of {', '.join(bundled_names())}"
+    )
+
+
+def bundled_names() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe is a YAML mapping of sections (model, data, train, ...)")
+    return raw
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` overrides; the value is parsed as YAML (numbers, booleans, lists)."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise RecipeError(f"override '{item}' is not key=value (for example train.max_steps=100)")
+        node = raw
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part) if isinstance(node, dict) else None
+            if not isinstance(child, dict):
+                if child is not None or depth == 0:
+                    raise RecipeError(f"override '{key}': '{'.'.join(parts[: depth + 1])}' is not a section")
+                child = node[part] = {}
+            node = child
+        try:
+            node[parts[-1]] = yaml.safe_load(text) if text != "" else None
+        except yaml.YAMLError:
+            node[parts[-1]] = text
+    return raw
+
+
+def load_recipe(name_or_path: str, overrides: list[str] = ()) -> PretrainRecipe:
+    path = resolve_path(name_or_path)
+    raw = apply_overrides(read_yaml(path), list(overrides))
+    return validate(raw)
+
+
+def validate(raw: dict) -> PretrainRecipe:
+    model_raw = raw.get("model")
+    if not isinstance(model_raw, dict):
+        raise RecipeError("model: missing section (it needs at least 'family', e.g. family: albert)")
+    model_raw = dict(model_raw)
+    family = model_raw.pop("family", None)
+    if family not in ("albert",):
+        raise RecipeError(f"model.family: '{family}' is not one of: albert")
+    recipe_raw = dict(raw)
+    recipe_raw["model"] = {"family": family, "config": model_raw}
+    recipe = _build(PretrainRecipe, recipe_raw, "")
+    recipe.model.config = _build(model_config_class(family), model_raw, "model.")
+    _check_consistency(recipe)
+    return recipe
+
+
+def _check_consistency(recipe: PretrainRecipe) -> None:
+    cfg, train = recipe.model.config, recipe.train
+    if cfg.hidden_size % cfg.num_attention_heads:
+        raise RecipeError(
+            f"model.hidden_size: {cfg.hidden_size} is not divisible by "
+            f"model.num_attention_heads={cfg.num_attention_heads}"
+        )
+    if cfg.num_hidden_layers % cfg.num_hidden_groups:
+        raise RecipeError(
+            f"model.num_hidden_groups: {cfg.num_hidden_groups} does not divide "
+            f"model.num_hidden_layers={cfg.num_hidden_layers}"
+        )
+    if recipe.data.max_seq_length > cfg.max_position_embeddings:
+        raise RecipeError(
+            f"data.max_seq_length: {recipe.data.max_seq_length} exceeds "
+            f"model.max_position_embeddings={cfg.max_position_embeddings}"
+        )
+    if train.batch_size % train.gradient_accumulation_steps:
+        raise RecipeError(
+            f"train.batch_size: {train.batch_size} is not divisible by "
+            f"train.gradient_accumulation_steps={train.gradient_accumulation_steps}"
+        )
+    if recipe.tokenizer.path and not Path(recipe.tokenizer.path).exists():
+        raise RecipeError(f"tokenizer.path: '{recipe.tokenizer.path}' does not exist")
+
+
+def _build(cls, raw: Any, prefix: str):
+    """Build dataclass `cls` from a mapping, checking keys, types and ranges."""
+    section = prefix.rstrip(".") or "recipe"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{section}: expected a mapping of keys, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise RecipeError(f"{prefix}{unknown[0]}: unknown key; valid keys are: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in fields.items():
+        key = f"{prefix}{name}"
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                if dataclasses.is_dataclass(hints[name]):
+                    values[name] = _build(hints[name], {}, key + ".")
+                    continue
+                raise RecipeError(f"{key}: missing (required)")
+            continue
+        values[name] = _coerce(hints[name], raw[name], key)
+        _check_range(f, values[name], key)
+    return cls(**values)
+
+
+def _coerce(tp, value, key):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".")
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, key)
+            except RecipeError as err:
+                errors.append(err)
+        raise errors[0]
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise RecipeError(f"{key}: {value!r} is not one of: {', '.join(map(str, choices))}")
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise RecipeError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecipeError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            # YAML reads 1e-4 (no dot) as a string.
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                raise RecipeError(f"{key}: expected a number, got {value!r}") from None
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise RecipeError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise RecipeError(f"{key}: unsupported type {tp}")
+
+
+def _check_range(f, value, key):
+    lo, hi, lo_open = f.metadata.get("lo"), f.metadata.get("hi"), f.metadata.get("lo_open")
+    if value is None or (lo is None and hi is None):
+        return
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        raise RecipeError(f"{key}: {value} is out of range (must be {'>' if lo_open else '>='} {lo})")
+    if hi is not None and value > hi:
+        raise RecipeError(f"{key}: {value} is out of range (must be <= {hi})")
+
+
+def to_dict(recipe) -> dict:
+    """The resolved recipe as plain data (what `recipes show` prints and a run dir records)."""
+    out = dataclasses.asdict(recipe)
+    model = out.pop("model")
+    out["model"] = {"family": model["family"], **model["config"]}
+    order = ["name", "objective", "model", "data", "tokenizer", "train", "output"]
+    return {k: out[k] for k in order if k in out}
+
+
+def dump_yaml(recipe) -> str:
+    return yaml.safe_dump(to_dict(recipe), sort_keys=False)
