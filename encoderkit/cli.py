@@ -53,7 +53,7 @@ def pretrain(
 @app.command("fill-mask", epilog='Example: echo "The capital of France is [MASK]." | '
                                   "encoderkit fill-mask --model runs/albert-tiny --top-k 5")
 def fill_mask(
-    model: Path = typer.Option(..., "--model", help="A model directory (config.json, model.safetensors, spiece.model)."),
+    model: Path = typer.Option(..., "--model", help="A model dir: config.json, model.safetensors, spiece.model."),
     top_k: int = typer.Option(5, "--top-k", min=1, help="Candidates per [MASK]."),
     fmt: str = typer.Option("text", "--format", help="text or jsonl (one JSON object per input line)."),
 ):
