@@ -1,0 +1,147 @@
+"""ALBERT (Lan et al., 2020): factorized embeddings and cross-layer parameter sharing.
+
+Embeddings of width E are projected to the hidden width H; the num_hidden_layers layer applications
+share the weights of num_hidden_groups layer groups, each group holding inner_group_num layers.
+
+Differences from transformers' modeling_albert.py:
+- Dropout is applied after the feed-forward, as in the original ALBERT code; transformers' AlbertLayer
+  defines it but never applies it (no effect at ALBERT v2's hidden_dropout_prob of 0).
+- MLM heads take `mlm_mask` and run the head only at those positions.
+- No losses, output tuples, head pruning, attention outputs or inputs_embeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
+
+import torch
+from torch import nn
+
+from .layers import (
+    Embeddings,
+    HFConfig,
+    MaskedLMHead,
+    Pooler,
+    TransformerLayer,
+    init_weights,
+    key_padding_mask,
+    select_masked,
+)
+
+
+@dataclass
+class AlbertConfig(HFConfig):
+    """Field names and defaults are transformers' AlbertConfig (ALBERT-xxlarge)."""
+
+    model_type: ClassVar[str] = "albert"
+
+    vocab_size: int = 30000
+    embedding_size: int = 128
+    hidden_size: int = 4096
+    num_hidden_layers: int = 12
+    num_hidden_groups: int = 1
+    num_attention_heads: int = 64
+    intermediate_size: int = 16384
+    inner_group_num: int = 1
+    hidden_act: str = "gelu_new"
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    classifier_dropout_prob: float = 0.1
+    pad_token_id: int = 0
+    bos_token_id: int = 2
+    eos_token_id: int = 3
+    num_labels: int = 2  # sequence classification; 1 means regression. Also the SOP head's width, as in HF.
+    problem_type: str | None = None  # "regression", "single_label_classification", "multi_label_classification"
+
+
+class AlbertModel(nn.Module):
+    """Embeddings (E) -> E->H projection -> shared layer groups; forward returns hidden states (B, S, H)."""
+
+    def __init__(self, config: AlbertConfig, with_pooler: bool = True):
+        super().__init__()
+        if not 1 <= config.num_hidden_groups <= config.num_hidden_layers:
+            raise ValueError(f"num_hidden_groups {config.num_hidden_groups} must be in 1..num_hidden_layers "
+                             f"({config.num_hidden_layers})")
+        self.config = config
+        c = config
+        self.embeddings = Embeddings(c.vocab_size, c.embedding_size, c.max_position_embeddings,
+                                     c.type_vocab_size, c.pad_token_id, c.layer_norm_eps, c.hidden_dropout_prob)
+        self.embedding_projection = nn.Linear(c.embedding_size, c.hidden_size)
+        self.layer_groups = nn.ModuleList(
+            nn.ModuleList(
+                TransformerLayer(c.hidden_size, c.num_attention_heads, c.intermediate_size, c.hidden_act,
+                                 c.hidden_dropout_prob, c.attention_probs_dropout_prob, c.layer_norm_eps)
+                for _ in range(c.inner_group_num))
+            for _ in range(c.num_hidden_groups))
+        self.pooler = Pooler(c.hidden_size) if with_pooler else None
+        init_weights(self, c.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        mask = key_padding_mask(attention_mask)
+        x = self.embedding_projection(self.embeddings(input_ids, token_type_ids))  # (B, S, H)
+        L, G = self.config.num_hidden_layers, self.config.num_hidden_groups
+        for i in range(L):
+            # Layer i uses group int(i / (L / G)): consecutive layers share a group (HF AlbertTransformer).
+            for layer in self.layer_groups[int(i / (L / G))]:
+                x = layer(x, mask)
+        return x
+
+
+class AlbertPreTrainingOutput(NamedTuple):
+    mlm_logits: torch.Tensor  # (B, S, V), or (N, V) at the mlm_mask positions
+    sop_logits: torch.Tensor  # (B, num_labels): sentence order prediction
+
+
+class AlbertForPreTraining(nn.Module):
+    """MLM head on every (or each masked) position + sentence-order-prediction head on the pooled token."""
+
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = AlbertModel(config)
+        self.mlm_head = MaskedLMHead(config.hidden_size, config.embedding_size, config.vocab_size,
+                                     config.hidden_act, config.layer_norm_eps)
+        self.sop_dropout = nn.Dropout(config.classifier_dropout_prob)
+        self.sop_classifier = nn.Linear(config.hidden_size, config.num_labels)
+        init_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, mlm_mask=None):
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        sop_logits = self.sop_classifier(self.sop_dropout(self.encoder.pooler(hidden)))
+        mlm_logits = self.mlm_head(select_masked(hidden, mlm_mask), self.encoder.embeddings.word_embeddings.weight)
+        return AlbertPreTrainingOutput(mlm_logits, sop_logits)
+
+
+class AlbertForMaskedLM(nn.Module):
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = AlbertModel(config, with_pooler=False)
+        self.mlm_head = MaskedLMHead(config.hidden_size, config.embedding_size, config.vocab_size,
+                                     config.hidden_act, config.layer_norm_eps)
+        init_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, mlm_mask=None) -> torch.Tensor:
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        return self.mlm_head(select_masked(hidden, mlm_mask), self.encoder.embeddings.word_embeddings.weight)
+
+
+class AlbertForSequenceClassification(nn.Module):
+    """pooler -> dropout -> linear; returns (B, num_labels)."""
+
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = AlbertModel(config)
+        self.dropout = nn.Dropout(config.classifier_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        init_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        return self.classifier(self.dropout(self.encoder.pooler(hidden)))

@@ -1,0 +1,220 @@
+"""The Hugging Face checkpoint format, both ways: config.json + model.safetensors with HF's tensor names.
+
+This module is the one place that knows HF's tensor names. A tensor name is our module path plus the
+parameter's name (weight, bias); the tables below map module paths. Loading follows transformers:
+a head model loads a base-model checkpoint (no `albert.`/`electra.`/`bert.` prefix) and a base model
+loads a head checkpoint; head tensors missing from the file (a classifier on a pretraining checkpoint)
+are freshly initialised and reported; tied decoder weights may be absent from the file or present.
+Weights are read from safetensors only: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from .albert import AlbertConfig, AlbertForMaskedLM, AlbertForPreTraining, AlbertForSequenceClassification, AlbertModel
+
+logger = logging.getLogger(__name__)
+
+# model_type -> (config class, {head name: model class}). The model class's name is HF's architecture.
+FAMILIES = {
+    "albert": (AlbertConfig, {
+        "base": AlbertModel,
+        "pretraining": AlbertForPreTraining,
+        "masked_lm": AlbertForMaskedLM,
+        "sequence_classification": AlbertForSequenceClassification,
+    }),
+}
+
+_BASE_MODELS = (AlbertModel,)
+
+
+def _layer_names(ours: str, hf: str, parts: dict[str, str]) -> list[tuple[str, str]]:
+    return [(rf"{ours}\.{re.escape(a)}", rf"{hf}.{b}") for a, b in parts.items()]
+
+
+# Encoder module paths (regex on our path -> HF path, relative to the base model), by model_type.
+_EMBEDDINGS = [
+    (r"embeddings\.norm", "embeddings.LayerNorm"),
+    (r"embeddings\.(word|position|token_type)_embeddings", r"embeddings.\1_embeddings"),
+]
+ENCODER_NAMES = {
+    "albert": _EMBEDDINGS + [
+        (r"embedding_projection", "encoder.embedding_hidden_mapping_in"),
+        (r"pooler\.dense", "pooler"),
+        *_layer_names(r"layer_groups\.(\d+)\.(\d+)", r"encoder.albert_layer_groups.\1.albert_layers.\2", {
+            "attention.query": "attention.query",
+            "attention.key": "attention.key",
+            "attention.value": "attention.value",
+            "attention.output": "attention.dense",
+            "attention_norm": "attention.LayerNorm",
+            "feed_forward.up": "ffn",
+            "feed_forward.down": "ffn_output",
+            "output_norm": "full_layer_layer_norm",
+        }),
+    ],
+}
+
+# Head module paths (our path -> HF path), by our class name.
+_ALBERT_MLM = {"mlm_head.dense": "predictions.dense", "mlm_head.norm": "predictions.LayerNorm",
+               "mlm_head": "predictions"}
+HEAD_NAMES = {
+    "AlbertModel": {},
+    "AlbertForPreTraining": {**_ALBERT_MLM, "sop_classifier": "sop_classifier.classifier"},
+    "AlbertForMaskedLM": _ALBERT_MLM,
+    "AlbertForSequenceClassification": {"classifier": "classifier"},
+}
+
+# Decoder weights that transformers ties to other tensors; older checkpoints store them, we never need them.
+TIED_NAMES = {"predictions.decoder.weight", "predictions.decoder.bias"}
+
+
+def _hf_module(model_type: str, path: str, is_base: bool, head_names: dict[str, str]) -> str:
+    if not is_base:
+        if path in head_names:
+            return head_names[path]
+        if not path.startswith("encoder."):
+            raise KeyError(path)
+        path = path.removeprefix("encoder.")
+    for pattern, replacement in ENCODER_NAMES[model_type]:
+        if re.fullmatch(pattern, path):
+            name = re.sub(pattern, replacement, path)
+            return name if is_base else f"{model_type}.{name}"
+    raise KeyError(path)
+
+
+def hf_names(model: nn.Module) -> dict[str, str]:
+    """Our state_dict name -> HF tensor name (with the `albert.`-style prefix on head models)."""
+    model_type = model.config.model_type
+    head_names = HEAD_NAMES[type(model).__name__]
+    is_base = isinstance(model, _BASE_MODELS)
+    names = {}
+    for name in model.state_dict():
+        path, param = name.rsplit(".", 1)
+        names[name] = f"{_hf_module(model_type, path, is_base, head_names)}.{param}"
+    return names
+
+
+def _part(name: str) -> str:
+    """Which part of a model a parameter belongs to: embeddings, encoder (the layers) or heads (the rest)."""
+    parts = name.split(".")
+    if "embeddings" in parts or "embedding_projection" in parts:
+        return "embeddings"
+    if "layers" in parts or "layer_groups" in parts:
+        return "encoder"
+    return "heads"
+
+
+def parameter_breakdown(model: nn.Module) -> dict[str, int]:
+    """Parameter counts: total, embeddings (incl. the E->H projection), encoder layers, heads (incl. pooler).
+
+    Tied and shared parameters are counted once.
+    """
+    counts = {"total": 0, "embeddings": 0, "encoder": 0, "heads": 0}
+    for name, p in model.named_parameters():  # yields each shared Parameter once
+        counts["total"] += p.numel()
+        counts[_part(name)] += p.numel()
+    return counts
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> None:
+    """Write config.json and model.safetensors so that transformers' from_pretrained loads the model."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {**model.config.to_hf_dict(), "architectures": [type(model).__name__]}
+    names = hf_names(model)
+    tensors = {names[k]: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+
+    def write_config(tmp):
+        Path(tmp).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+    _atomic_write(directory / "model.safetensors",
+                  lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata={"format": "pt"}))
+    _atomic_write(directory / "config.json", write_config)
+
+
+def read_config(directory: str | os.PathLike) -> dict:
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{directory}: no config.json (not a Hugging Face model directory)")
+    return json.loads(path.read_text())
+
+
+def load_pretrained(directory: str | os.PathLike, head: str = "base", **config_overrides) -> nn.Module:
+    """Build the `head` model of config.json's model_type and load model.safetensors into it.
+
+    config_overrides replace config fields (e.g. num_labels=3 for a new classifier). Head tensors the
+    file lacks are left freshly initialised and logged as a warning.
+    """
+    directory = Path(directory)
+    hf_config = read_config(directory)
+    model_type = hf_config.get("model_type")
+    if model_type not in FAMILIES:
+        raise ValueError(f"{directory / 'config.json'}: unknown model_type {model_type!r}; "
+                         f"valid: {', '.join(FAMILIES)}")
+    config_class, heads = FAMILIES[model_type]
+    if head not in heads:
+        raise ValueError(f"unknown head {head!r} for {model_type}; valid: {', '.join(heads)}")
+    config = config_class.from_hf_dict(hf_config)
+    try:
+        config = dataclasses.replace(config, **config_overrides)
+    except TypeError as e:
+        raise ValueError(f"config override: {e}") from None
+    model = heads[head](config)
+    load_weights(model, directory / "model.safetensors")
+    return model
+
+
+def load_weights(model: nn.Module, path: Path) -> list[str]:
+    """Copy an HF safetensors file into `model` (rules in the module docstring).
+
+    Returns the HF names of the head tensors the file lacks, which keep their fresh initialisation.
+    """
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file (only model.safetensors is read, never pickled .bin files)")
+    prefix = f"{model.config.model_type}."
+    # Compare names without the base-model prefix, so base and head checkpoints load either way.
+    tensors = {k.removeprefix(prefix): v for k, v in safetensors.torch.load_file(path).items()}
+    names = {ours: hf.removeprefix(prefix) for ours, hf in hf_names(model).items()}
+    state = model.state_dict()
+    missing = [ours for ours, hf in names.items() if hf not in tensors]
+    broken = [ours for ours in missing if _part(ours) != "heads"]
+    if broken:
+        raise ValueError(f"{path}: no tensor for {', '.join(prefix + names[o] for o in broken[:5])}"
+                         f"{' ...' if len(broken) > 5 else ''} (is this a {type(model).__name__} checkpoint?)")
+    with torch.no_grad():
+        for ours, hf in names.items():
+            if hf not in tensors:
+                continue
+            if tensors[hf].shape != state[ours].shape:
+                raise ValueError(f"{path}: tensor {hf} has shape {tuple(tensors[hf].shape)}, "
+                                 f"the model expects {tuple(state[ours].shape)} (check config.json)")
+            state[ours].copy_(tensors[hf])
+    if missing:
+        logger.warning("%s: newly initialised (not in %s): %s", type(model).__name__, path,
+                       ", ".join(names[o] for o in missing))
+    unused = set(tensors) - set(names.values()) - TIED_NAMES
+    if unused:
+        logger.info("%s: unused tensors in %s: %s", type(model).__name__, path, ", ".join(sorted(unused)))
+    return [names[o] for o in missing]

@@ -1,0 +1,188 @@
+"""Blocks shared by every encoder family: embeddings, attention, feed-forward, the post-LN layer, heads.
+
+Each family file (albert.py, electra.py) builds its encoder from these; nothing here knows a family.
+Module names are ours (`norm`, `feed_forward.up`, ...); hf_format.py maps them to Hugging Face's names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# gelu is the exact erf form (BERT, ELECTRA); gelu_new is the tanh approximation of the original BERT
+# and ALBERT code (transformers' NewGELUActivation, same as torch's approximate="tanh").
+ACTIVATIONS = {
+    "gelu": nn.GELU,
+    "gelu_new": lambda: nn.GELU(approximate="tanh"),
+    "gelu_pytorch_tanh": lambda: nn.GELU(approximate="tanh"),
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+    "tanh": nn.Tanh,
+}
+
+
+def activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; valid: {', '.join(sorted(ACTIVATIONS))}")
+    return ACTIVATIONS[name]()
+
+
+class HFConfig:
+    """Mixin for a config dataclass whose fields are the keys of a transformers `config.json`."""
+
+    model_type: ClassVar[str]
+
+    @classmethod
+    def from_hf_dict(cls, d: dict[str, Any]):
+        """Build from a transformers config dict; keys this config has no field for are ignored."""
+        if d.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"position_embedding_type {d['position_embedding_type']!r}: only 'absolute' is built")
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        if "id2label" in d:  # transformers writes the label count as the id2label table
+            kwargs["num_labels"] = len(d["id2label"])
+        return cls(**kwargs)
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        # The output layer is always tied to the word embeddings here, as in every reference checkpoint.
+        return {"model_type": self.model_type, **dataclasses.asdict(self), "tie_word_embeddings": True}
+
+
+class Embeddings(nn.Module):
+    """Word + token type + absolute position embeddings of width E, then LayerNorm and dropout."""
+
+    def __init__(self, vocab_size: int, embedding_size: int, max_positions: int, type_vocab_size: int,
+                 pad_token_id: int | None, layer_norm_eps: float, dropout: float):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(vocab_size, embedding_size, padding_idx=pad_token_id)
+        self.position_embeddings = nn.Embedding(max_positions, embedding_size)
+        self.token_type_embeddings = nn.Embedding(type_vocab_size, embedding_size)
+        self.norm = nn.LayerNorm(embedding_size, eps=layer_norm_eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        x = x + self.position_embeddings(positions)  # (B, S, E)
+        return self.dropout(self.norm(x))
+
+
+def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, S) 1 = token, 0 = padding -> boolean (B, 1, 1, S) for SDPA, True where attention is allowed.
+
+    A row that is all padding gets zeros from SDPA, not NaN, so padded-out examples are harmless.
+    """
+    if attention_mask is None:
+        return None
+    return attention_mask[:, None, None, :].bool()
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float):
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not a multiple of num_attention_heads {num_heads}")
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.query = nn.Linear(hidden_size, hidden_size)
+        self.key = nn.Linear(hidden_size, hidden_size)
+        self.value = nn.Linear(hidden_size, hidden_size)
+        self.output = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        B, S, H = x.shape
+        heads = (B, S, self.num_heads, H // self.num_heads)
+        q = self.query(x).view(heads).transpose(1, 2)  # (B, nh, S, hs)
+        k = self.key(x).view(heads).transpose(1, 2)
+        v = self.value(x).view(heads).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.output(y.transpose(1, 2).reshape(B, S, H))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, hidden_size: int, intermediate_size: int, act: str):
+        super().__init__()
+        self.up = nn.Linear(hidden_size, intermediate_size)
+        self.act = activation(act)
+        self.down = nn.Linear(intermediate_size, hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.act(self.up(x)))
+
+
+class TransformerLayer(nn.Module):
+    """Post-LN layer of BERT: x = LN(x + drop(attn(x))); x = LN(x + drop(ffn(x)))."""
+
+    def __init__(self, hidden_size: int, num_heads: int, intermediate_size: int, act: str,
+                 hidden_dropout: float, attention_dropout: float, layer_norm_eps: float):
+        super().__init__()
+        self.attention = SelfAttention(hidden_size, num_heads, attention_dropout)
+        self.attention_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.feed_forward = FeedForward(hidden_size, intermediate_size, act)
+        self.output_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.dropout = nn.Dropout(hidden_dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
+        return self.output_norm(x + self.dropout(self.feed_forward(x)))
+
+
+class Pooler(nn.Module):
+    """BERT/ALBERT pooler: tanh(dense(first token))."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))  # (B, H)
+
+
+class MaskedLMHead(nn.Module):
+    """dense H->E, activation, LayerNorm, then the decoder E->V whose weight is the word embedding matrix.
+
+    The tied weight is passed in at call time rather than held, so the tie cannot come undone (after a
+    load, a `.to()`, or a swap of the embedding module) and each parameter appears once in state_dict.
+    """
+
+    def __init__(self, hidden_size: int, embedding_size: int, vocab_size: int, act: str, layer_norm_eps: float):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, embedding_size)
+        self.act = activation(act)
+        self.norm = nn.LayerNorm(embedding_size, eps=layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+
+    def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.norm(self.act(self.dense(hidden))), word_embeddings, self.bias)
+
+
+def select_masked(hidden: torch.Tensor, mlm_mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, S, H) -> (N, H) rows at mlm_mask in row-major order, so the MLM head runs only where needed."""
+    return hidden if mlm_mask is None else hidden[mlm_mask]
+
+
+@torch.no_grad()
+def init_weights(model: nn.Module, std: float) -> None:
+    """transformers' init: normal(0, std) weights, zero biases, LayerNorm 1/0, zero padding embedding."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            module.weight.normal_(0.0, std)
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.Embedding):
+            module.weight.normal_(0.0, std)
+            if module.padding_idx is not None:
+                module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.weight.fill_(1.0)
+            module.bias.zero_()
+        elif isinstance(module, MaskedLMHead):
+            module.bias.zero_()
