@@ -23,6 +23,18 @@ import torch
 from torch import nn
 
 from .albert import AlbertConfig, AlbertForMaskedLM, AlbertForPreTraining, AlbertForSequenceClassification, AlbertModel
+from .electra import (
+    BertConfig,
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    BertModel,
+    ElectraConfig,
+    ElectraForMaskedLM,
+    ElectraForPreTraining,
+    ElectraForSequenceClassification,
+    ElectraGeneratorDiscriminator,
+    ElectraModel,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +46,20 @@ FAMILIES = {
         "masked_lm": AlbertForMaskedLM,
         "sequence_classification": AlbertForSequenceClassification,
     }),
+    "electra": (ElectraConfig, {
+        "base": ElectraModel,
+        "discriminator": ElectraForPreTraining,
+        "masked_lm": ElectraForMaskedLM,
+        "sequence_classification": ElectraForSequenceClassification,
+    }),
+    "bert": (BertConfig, {
+        "base": BertModel,
+        "masked_lm": BertForMaskedLM,
+        "sequence_classification": BertForSequenceClassification,
+    }),
 }
 
-_BASE_MODELS = (AlbertModel,)
+_BASE_MODELS = (AlbertModel, ElectraModel)
 
 
 def _layer_names(ours: str, hf: str, parts: dict[str, str]) -> list[tuple[str, str]]:
@@ -63,7 +86,22 @@ ENCODER_NAMES = {
             "output_norm": "full_layer_layer_norm",
         }),
     ],
+    "bert": _EMBEDDINGS + [
+        (r"embedding_projection", "embeddings_project"),
+        (r"pooler\.dense", "pooler.dense"),
+        *_layer_names(r"layers\.(\d+)", r"encoder.layer.\1", {
+            "attention.query": "attention.self.query",
+            "attention.key": "attention.self.key",
+            "attention.value": "attention.self.value",
+            "attention.output": "attention.output.dense",
+            "attention_norm": "attention.output.LayerNorm",
+            "feed_forward.up": "intermediate.dense",
+            "feed_forward.down": "output.dense",
+            "output_norm": "output.LayerNorm",
+        }),
+    ],
 }
+ENCODER_NAMES["electra"] = ENCODER_NAMES["bert"]  # ELECTRA's encoder is BERT's, plus embeddings_project
 
 # Head module paths (our path -> HF path), by our class name.
 _ALBERT_MLM = {"mlm_head.dense": "predictions.dense", "mlm_head.norm": "predictions.LayerNorm",
@@ -73,10 +111,22 @@ HEAD_NAMES = {
     "AlbertForPreTraining": {**_ALBERT_MLM, "sop_classifier": "sop_classifier.classifier"},
     "AlbertForMaskedLM": _ALBERT_MLM,
     "AlbertForSequenceClassification": {"classifier": "classifier"},
+    "ElectraModel": {},
+    "ElectraForPreTraining": {"discriminator_head.dense": "discriminator_predictions.dense",
+                              "discriminator_head.prediction": "discriminator_predictions.dense_prediction"},
+    "ElectraForMaskedLM": {"mlm_head.dense": "generator_predictions.dense",
+                           "mlm_head.norm": "generator_predictions.LayerNorm", "mlm_head": "generator_lm_head"},
+    "ElectraForSequenceClassification": {"classifier.dense": "classifier.dense",
+                                         "classifier.out_proj": "classifier.out_proj"},
+    "BertModel": {},
+    "BertForMaskedLM": {"mlm_head.dense": "cls.predictions.transform.dense",
+                        "mlm_head.norm": "cls.predictions.transform.LayerNorm", "mlm_head": "cls.predictions"},
+    "BertForSequenceClassification": {"classifier": "classifier"},
 }
 
 # Decoder weights that transformers ties to other tensors; older checkpoints store them, we never need them.
-TIED_NAMES = {"predictions.decoder.weight", "predictions.decoder.bias"}
+TIED_NAMES = {"predictions.decoder.weight", "predictions.decoder.bias", "generator_lm_head.weight",
+              "cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
 
 
 def _hf_module(model_type: str, path: str, is_base: bool, head_names: dict[str, str]) -> str:
@@ -139,8 +189,15 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> None:
-    """Write config.json and model.safetensors so that transformers' from_pretrained loads the model."""
+    """Write config.json and model.safetensors so that transformers' from_pretrained loads the model.
+
+    An ElectraGeneratorDiscriminator is written as two such directories, generator/ and discriminator/.
+    """
     directory = Path(directory)
+    if isinstance(model, ElectraGeneratorDiscriminator):
+        save_pretrained(model.generator, directory / "generator")
+        save_pretrained(model.discriminator, directory / "discriminator")
+        return
     directory.mkdir(parents=True, exist_ok=True)
     config = {**model.config.to_hf_dict(), "architectures": [type(model).__name__]}
     names = hf_names(model)
@@ -218,3 +275,20 @@ def load_weights(model: nn.Module, path: Path) -> list[str]:
     if unused:
         logger.info("%s: unused tensors in %s: %s", type(model).__name__, path, ", ".join(sorted(unused)))
     return [names[o] for o in missing]
+
+
+def load_generator_discriminator(directory: str | os.PathLike) -> ElectraGeneratorDiscriminator:
+    """Read back what save_pretrained wrote for an ElectraGeneratorDiscriminator (shared embeddings restored)."""
+    directory = Path(directory)
+    configs = {}
+    for part in ("generator", "discriminator"):
+        hf_config = read_config(directory / part)
+        if hf_config.get("model_type") != "electra":
+            raise ValueError(f"{directory / part / 'config.json'}: model_type {hf_config.get('model_type')!r}, "
+                             "expected 'electra'")
+        configs[part] = ElectraConfig.from_hf_dict(hf_config)
+    model = ElectraGeneratorDiscriminator(configs["generator"], configs["discriminator"])
+    # The discriminator's embeddings are loaded last, so they are the shared ones (the two files hold the same).
+    load_weights(model.generator, directory / "generator" / "model.safetensors")
+    load_weights(model.discriminator, directory / "discriminator" / "model.safetensors")
+    return model

@@ -1,0 +1,236 @@
+"""ELECTRA (Clark et al., 2020) and BERT, which is ELECTRA's encoder with E == H plus a pooler.
+
+The encoder: embeddings of width E, a projection E->H when E != H, then post-LN layers. ELECTRA's heads:
+the discriminator (one replaced/original logit per token), the generator (an MLM tied to the word
+embeddings), a two-layer classifier on the first token. `ElectraGeneratorDiscriminator` holds a generator
+and a discriminator sharing one embeddings module, as in the paper (section 3.2) and the original code.
+BERT's heads (MLM, pooled classifier) are here so BERT/MiniLM checkpoints load into the same encoder.
+
+Differences from transformers' modeling_electra.py / modeling_bert.py:
+- MLM heads take `mlm_mask` and run the head only at those positions.
+- Encoder only: no decoder mode, cross-attention, KV cache, relative positions, losses or output tuples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from .layers import (
+    Embeddings,
+    HFConfig,
+    MaskedLMHead,
+    Pooler,
+    TransformerLayer,
+    activation,
+    init_weights,
+    key_padding_mask,
+    select_masked,
+)
+
+
+@dataclass
+class ElectraConfig(HFConfig):
+    """Field names and defaults are transformers' ElectraConfig (ELECTRA-small discriminator), encoder fields."""
+
+    model_type: ClassVar[str] = "electra"
+
+    vocab_size: int = 30522
+    embedding_size: int = 128
+    hidden_size: int = 256
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 4
+    intermediate_size: int = 1024
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    classifier_dropout: float | None = None  # None: hidden_dropout_prob
+    num_labels: int = 2  # sequence classification; 1 means regression
+    problem_type: str | None = None  # "regression", "single_label_classification", "multi_label_classification"
+
+
+@dataclass
+class BertConfig(HFConfig):
+    """Field names and defaults are transformers' BertConfig (BERT-base), encoder fields."""
+
+    model_type: ClassVar[str] = "bert"
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    classifier_dropout: float | None = None  # None: hidden_dropout_prob
+    num_labels: int = 2
+    problem_type: str | None = None
+
+    @property
+    def embedding_size(self) -> int:  # BERT's embeddings are as wide as its layers
+        return self.hidden_size
+
+
+class ElectraModel(nn.Module):
+    """Embeddings (E) -> projection E->H if E != H -> layers; forward returns hidden states (B, S, H)."""
+
+    def __init__(self, config: ElectraConfig | BertConfig, with_pooler: bool = False):
+        super().__init__()
+        self.config = config
+        c = config
+        self.embeddings = Embeddings(c.vocab_size, c.embedding_size, c.max_position_embeddings,
+                                     c.type_vocab_size, c.pad_token_id, c.layer_norm_eps, c.hidden_dropout_prob)
+        self.embedding_projection = (nn.Linear(c.embedding_size, c.hidden_size)
+                                     if c.embedding_size != c.hidden_size else None)
+        self.layers = nn.ModuleList(
+            TransformerLayer(c.hidden_size, c.num_attention_heads, c.intermediate_size, c.hidden_act,
+                             c.hidden_dropout_prob, c.attention_probs_dropout_prob, c.layer_norm_eps)
+            for _ in range(c.num_hidden_layers))
+        self.pooler = Pooler(c.hidden_size) if with_pooler else None  # BERT's; ELECTRA has none
+        init_weights(self, c.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        mask = key_padding_mask(attention_mask)
+        x = self.embeddings(input_ids, token_type_ids)  # (B, S, E)
+        if self.embedding_projection is not None:
+            x = self.embedding_projection(x)  # (B, S, H)
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x
+
+
+class DiscriminatorHead(nn.Module):
+    """Replaced-token detection: dense H->H, activation, dense H->1; one logit per token."""
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = activation(config.hidden_act)
+        self.prediction = nn.Linear(config.hidden_size, 1)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.prediction(self.act(self.dense(hidden))).squeeze(-1)  # (B, S)
+
+
+class ElectraForPreTraining(nn.Module):
+    """The discriminator: returns replaced-token logits (B, S)."""
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = ElectraModel(config)
+        self.discriminator_head = DiscriminatorHead(config)
+        init_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        return self.discriminator_head(self.encoder(input_ids, attention_mask, token_type_ids))
+
+
+class ElectraForMaskedLM(nn.Module):
+    """The generator: MLM head dense H->E, activation, LayerNorm, decoder tied to the word embeddings."""
+
+    # ELECTRA's generator head always uses gelu (transformers' ElectraGeneratorPredictions).
+    def __init__(self, config: ElectraConfig | BertConfig, head_act: str = "gelu"):
+        super().__init__()
+        self.config = config
+        self.encoder = ElectraModel(config)
+        self.mlm_head = MaskedLMHead(config.hidden_size, config.embedding_size, config.vocab_size, head_act,
+                                     config.layer_norm_eps)
+        init_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, mlm_mask=None) -> torch.Tensor:
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        return self.mlm_head(select_masked(hidden, mlm_mask), self.encoder.embeddings.word_embeddings.weight)
+
+
+class ElectraClassificationHead(nn.Module):
+    """ELECTRA's classifier on the first token: dropout, dense, gelu, dropout, out_proj (no pooler)."""
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = activation("gelu")  # gelu, not BERT's tanh, as in transformers and the ELECTRA code
+        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.dense(self.dropout(hidden[:, 0])))  # (B, H)
+        return self.out_proj(self.dropout(x))
+
+
+class ElectraForSequenceClassification(nn.Module):
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = ElectraModel(config)
+        self.classifier = ElectraClassificationHead(config)
+        init_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        return self.classifier(self.encoder(input_ids, attention_mask, token_type_ids))
+
+
+class ElectraGeneratorDiscriminator(nn.Module):
+    """A generator and a discriminator sharing one embeddings module (word, position, token type, LayerNorm).
+
+    Each keeps its own E->H projection, so the generator can be narrower than the discriminator
+    (ELECTRA section 3.2). Sampling and the loss live in the replaced-token objective, not here.
+    """
+
+    def __init__(self, generator_config: ElectraConfig, discriminator_config: ElectraConfig):
+        super().__init__()
+        shared = ("vocab_size", "embedding_size", "max_position_embeddings", "type_vocab_size", "pad_token_id",
+                  "layer_norm_eps")
+        differ = [f"{k} ({getattr(generator_config, k)} vs {getattr(discriminator_config, k)})"
+                  for k in shared if getattr(generator_config, k) != getattr(discriminator_config, k)]
+        if differ:
+            raise ValueError(f"generator and discriminator share embeddings, but differ in {', '.join(differ)}")
+        self.generator = ElectraForMaskedLM(generator_config)
+        self.discriminator = ElectraForPreTraining(discriminator_config)
+        self.generator.encoder.embeddings = self.discriminator.encoder.embeddings
+
+
+class BertModel(ElectraModel):
+    """BERT's encoder: ELECTRA's with E == H, plus the pooler (kept so BERT checkpoints round-trip)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config, with_pooler=True)
+
+
+class BertForMaskedLM(ElectraForMaskedLM):
+    """BERT's MLM head has the generator's shape (E == H) but uses hidden_act."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config, head_act=config.hidden_act)
+
+
+class BertForSequenceClassification(nn.Module):
+    """pooler -> dropout -> linear; returns (B, num_labels)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = BertModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        init_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        return self.classifier(self.dropout(self.encoder.pooler(hidden)))
