@@ -77,8 +77,18 @@ class OutputConfig:
 
 
 @dataclass
+class RtdConfig:
+    """ELECTRA's replaced-token detection (Clark et al. 2020, Section 3 and Appendix A)."""
+
+    discriminator_weight: float = field(default=50.0, metadata=_range(0, lo_open=True))
+    temperature: float = field(default=1.0, metadata=_range(0, lo_open=True))
+    # The generator has this fraction of the discriminator's hidden size, heads and FFN size.
+    generator_size_multiplier: float = field(default=0.25, metadata=_range(0, 1, lo_open=True))
+
+
+@dataclass
 class ModelRecipe:
-    family: Literal["albert"]
+    family: Literal["albert", "electra"]
     # The family's own config (field names as in transformers), validated by its dataclass.
     config: Any
 
@@ -86,18 +96,27 @@ class ModelRecipe:
 @dataclass
 class PretrainRecipe:
     name: str
-    objective: Literal["mlm_sop"]
+    objective: Literal["mlm_sop", "rtd"]
     model: ModelRecipe
     data: DataConfig
     tokenizer: TokenizerConfig
     train: TrainConfig
     output: OutputConfig
+    rtd: RtdConfig = field(default_factory=RtdConfig)
+
+
+# Which model family each objective trains.
+OBJECTIVE_FAMILY = {"mlm_sop": "albert", "rtd": "electra"}
 
 
 def model_config_class(family: str):
+    if family == "electra":
+        from encoderkit.models.electra import ElectraConfig
+
+        return ElectraConfig
     from encoderkit.models.albert import AlbertConfig
 
-    return {"albert": AlbertConfig}[family]
+    return AlbertConfig
 
 
 # ---- reading, overriding, validating ---------------------------------------------------------
@@ -166,12 +185,17 @@ def validate(raw: dict) -> PretrainRecipe:
         raise RecipeError("model: missing section (it needs at least 'family', e.g. family: albert)")
     model_raw = dict(model_raw)
     family = model_raw.pop("family", None)
-    if family not in ("albert",):
-        raise RecipeError(f"model.family: '{family}' is not one of: albert")
+    if family not in ("albert", "electra"):
+        raise RecipeError(f"model.family: '{family}' is not one of: albert, electra")
     recipe_raw = dict(raw)
     recipe_raw["model"] = {"family": family, "config": model_raw}
     recipe = _build(PretrainRecipe, recipe_raw, "")
     recipe.model.config = _build(model_config_class(family), model_raw, "model.")
+    if OBJECTIVE_FAMILY[recipe.objective] != family:
+        raise RecipeError(
+            f"objective: '{recipe.objective}' trains the {OBJECTIVE_FAMILY[recipe.objective]} family, "
+            f"but model.family is '{family}'"
+        )
     _check_consistency(recipe)
     return recipe
 
@@ -183,7 +207,7 @@ def _check_consistency(recipe: PretrainRecipe) -> None:
             f"model.hidden_size: {cfg.hidden_size} is not divisible by "
             f"model.num_attention_heads={cfg.num_attention_heads}"
         )
-    if cfg.num_hidden_layers % cfg.num_hidden_groups:
+    if cfg.num_hidden_layers % getattr(cfg, "num_hidden_groups", 1):
         raise RecipeError(
             f"model.num_hidden_groups: {cfg.num_hidden_groups} does not divide "
             f"model.num_hidden_layers={cfg.num_hidden_layers}"
@@ -297,6 +321,8 @@ def to_dict(recipe) -> dict:
     model = out.pop("model")
     out["model"] = {"family": model["family"], **model["config"]}
     order = ["name", "objective", "model", "data", "tokenizer", "train", "output"]
+    if recipe.objective == "rtd":
+        order.insert(2, "rtd")
     return {k: out[k] for k in order if k in out}
 
 

@@ -1,0 +1,142 @@
+"""ELECTRA's objective: generator masked LM + discriminator replaced-token detection.
+
+As in the paper and the original code: the generator predicts the masked positions; tokens are
+sampled from its logits with Gumbel noise in fp32 (fp16 Gumbel noise gives NaN), with no
+gradient through the sample; the discriminator labels every token replaced or original (a
+sample equal to the original counts as original). loss = generator + weight x discriminator.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def gumbel_sample(logits: torch.Tensor, temperature: float = 1.0, generator=None) -> torch.Tensor:
+    logits = logits.detach().float()
+    uniform = torch.rand(logits.shape, device=logits.device, generator=generator)
+    gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-9)).clamp_min(1e-9))
+    return (logits / temperature + gumbel).argmax(-1)
+
+
+def binary_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Area under the ROC curve (Mann-Whitney U, ties counted half); 0.5 when one class is absent."""
+    scores, labels = scores.float().flatten(), labels.bool().flatten()
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return 0.5
+    order = scores.argsort()
+    sorted_scores = scores[order]
+    ranks = torch.empty_like(scores)
+    ranks[order] = torch.arange(1, scores.numel() + 1, dtype=scores.dtype, device=scores.device)
+    # Average the ranks of tied scores.
+    unique, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True, return_counts=True)
+    if unique.numel() < scores.numel():
+        sums = torch.zeros_like(unique).index_add_(0, inverse, ranks[order])
+        ranks[order] = (sums / counts)[inverse]
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+class CollapseAlarm:
+    """Warns on the known ways ELECTRA runs fail: the discriminator answering "original"
+    everywhere (AUC near 0.5, recall near 0), or a generator that runs away early (too accurate,
+    leaving the discriminator nothing to detect)."""
+
+    def __init__(self, after_steps: int = 200, window: int = 50, min_auc: float = 0.6,
+                 min_recall: float = 0.05, max_early_gen_acc: float = 0.6):
+        self.after_steps, self.window = after_steps, window
+        self.min_auc, self.min_recall, self.max_early_gen_acc = min_auc, min_recall, max_early_gen_acc
+        self.history: list[tuple[float, float, float]] = []
+        self.calls = 0
+        self.raised: set[str] = set()
+
+    def update(self, auc: float, recall: float, gen_acc: float) -> list[str]:
+        self.calls += 1
+        self.history = (self.history + [(auc, recall, gen_acc)])[-self.window:]
+        if self.calls < self.after_steps or len(self.history) < self.window:
+            return []
+        mean_auc, mean_recall, mean_gen = (sum(col) / len(col) for col in zip(*self.history))
+        alarms = []
+        if mean_auc < self.min_auc and "auc" not in self.raised:
+            alarms.append(
+                f"ELECTRA collapse: discriminator AUC {mean_auc:.2f} and recall {mean_recall:.2f} after "
+                f"{self.calls} batches: it answers 'original' everywhere. Try a higher learning rate, "
+                "longer warmup, a smaller generator or more steps."
+            )
+            self.raised.add("auc")
+        if mean_gen > self.max_early_gen_acc and self.calls < 10 * self.after_steps and "gen" not in self.raised:
+            alarms.append(
+                f"ELECTRA collapse: generator accuracy {mean_gen:.2f} after {self.calls} batches runs away; "
+                "shrink the generator (model.generator_size_multiplier)."
+            )
+            self.raised.add("gen")
+        for message in alarms:
+            warnings.warn(message, stacklevel=2)
+        return alarms
+
+    def state_dict(self) -> dict:
+        return {"history": self.history, "calls": self.calls, "raised": sorted(self.raised)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = [tuple(h) for h in state["history"]]
+        self.calls, self.raised = state["calls"], set(state["raised"])
+
+
+class ReplacedTokenDetectionObjective:
+    def __init__(self, discriminator_weight: float = 50.0, temperature: float = 1.0,
+                 alarm: CollapseAlarm | None = None):
+        self.discriminator_weight = discriminator_weight
+        self.temperature = temperature
+        self.alarm = alarm or CollapseAlarm()
+
+    def __call__(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+        input_ids, attention, token_types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+        labels = batch["mlm_labels"]
+        mlm_mask = labels != -100
+        targets = labels[mlm_mask]
+        world = batch.get("world_size", 1)
+
+        gen_logits = model.generator(input_ids, attention, token_types, mlm_mask=mlm_mask)
+        num_masked = batch.get("num_masked_global", targets.numel())
+        gen_loss = F.cross_entropy(gen_logits.float(), targets, reduction="sum") * world / max(num_masked, 1)
+
+        sampled = gumbel_sample(gen_logits, self.temperature)
+        disc_input = input_ids.clone()
+        disc_input[mlm_mask] = sampled
+        original = input_ids.clone()
+        original[mlm_mask] = targets
+        real = attention.bool()
+        replaced = (disc_input != original) & real
+
+        disc_logits = model.discriminator(disc_input, attention, token_types)
+        per_token = F.binary_cross_entropy_with_logits(disc_logits.float(), replaced.float(), reduction="none")
+        num_tokens = batch.get("num_tokens_global", int(real.sum()))
+        disc_loss = (per_token * real).sum() * world / max(num_tokens, 1)
+        loss = gen_loss + self.discriminator_weight * disc_loss
+
+        with torch.no_grad():
+            scores, truth = disc_logits[real].float(), replaced[real]
+            predicted = scores > 0
+            true_pos = int((predicted & truth).sum())
+            metrics = {
+                "loss": float(loss),
+                "gen_loss": float(gen_loss),
+                "disc_loss": float(disc_loss),
+                "gen_acc": float((gen_logits.argmax(-1) == targets).float().mean()),
+                "replaced_frac": float(truth.float().mean()),
+                "disc_acc": float((predicted == truth).float().mean()),
+                "disc_precision": true_pos / max(int(predicted.sum()), 1),
+                "disc_recall": true_pos / max(int(truth.sum()), 1),
+                "disc_auc": binary_auc(scores, truth),
+            }
+            self.alarm.update(metrics["disc_auc"], metrics["disc_recall"], metrics["gen_acc"])
+        return loss, metrics
+
+    def state_dict(self) -> dict:
+        return {"alarm": self.alarm.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.alarm.load_state_dict(state["alarm"])
