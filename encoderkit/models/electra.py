@@ -189,7 +189,8 @@ class ElectraGeneratorDiscriminator(nn.Module):
     """A generator and a discriminator sharing one embeddings module (word, position, token type, LayerNorm).
 
     Each keeps its own E->H projection, so the generator can be narrower than the discriminator
-    (ELECTRA section 3.2). Sampling and the loss live in the replaced-token objective, not here.
+    (ELECTRA section 3.2). One forward runs generator, sampling and discriminator, so that a
+    distributed wrapper (DDP) sees a single call; the losses live in the replaced-token objective.
     """
 
     def __init__(self, generator_config: ElectraConfig, discriminator_config: ElectraConfig):
@@ -203,6 +204,21 @@ class ElectraGeneratorDiscriminator(nn.Module):
         self.generator = ElectraForMaskedLM(generator_config)
         self.discriminator = ElectraForPreTraining(discriminator_config)
         self.generator.encoder.embeddings = self.discriminator.encoder.embeddings
+
+    def forward(self, input_ids, attention_mask, token_type_ids, mlm_mask, temperature: float = 1.0):
+        """Returns (generator logits [N, V] at mlm_mask, discriminator logits [B, S], discriminator input)."""
+        generator_logits = self.generator(input_ids, attention_mask, token_type_ids, mlm_mask=mlm_mask)
+        discriminator_input = input_ids.clone()
+        discriminator_input[mlm_mask] = gumbel_sample(generator_logits, temperature)
+        discriminator_logits = self.discriminator(discriminator_input, attention_mask, token_type_ids)
+        return generator_logits, discriminator_logits, discriminator_input
+
+
+def gumbel_sample(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Sample token ids from logits with the Gumbel-max trick, in fp32 (fp16 noise gives NaN); no gradient."""
+    logits = logits.detach().float()
+    uniform = torch.rand(logits.shape, device=logits.device).clamp(1e-9, 1 - 1e-9)
+    return (logits / temperature - torch.log(-torch.log(uniform))).argmax(-1)
 
 
 class BertModel(ElectraModel):

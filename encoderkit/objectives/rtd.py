@@ -1,9 +1,9 @@
 """ELECTRA's objective: generator masked LM + discriminator replaced-token detection.
 
-As in the paper and the original code: the generator predicts the masked positions; tokens are
-sampled from its logits with Gumbel noise in fp32 (fp16 Gumbel noise gives NaN), with no
-gradient through the sample; the discriminator labels every token replaced or original (a
-sample equal to the original counts as original). loss = generator + weight x discriminator.
+As in the paper and the original code: the generator predicts the masked positions; the model
+samples replacements from its logits (Gumbel noise in fp32, no gradient through the sample);
+the discriminator labels every token replaced or original (a sample equal to the original
+counts as original). loss = generator + weight x discriminator.
 """
 
 from __future__ import annotations
@@ -13,13 +13,6 @@ import warnings
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-
-def gumbel_sample(logits: torch.Tensor, temperature: float = 1.0, generator=None) -> torch.Tensor:
-    logits = logits.detach().float()
-    uniform = torch.rand(logits.shape, device=logits.device, generator=generator)
-    gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-9)).clamp_min(1e-9))
-    return (logits / temperature + gumbel).argmax(-1)
 
 
 def binary_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -99,19 +92,14 @@ class ReplacedTokenDetectionObjective:
         targets = labels[mlm_mask]
         world = batch.get("world_size", 1)
 
-        gen_logits = model.generator(input_ids, attention, token_types, mlm_mask=mlm_mask)
+        gen_logits, disc_logits, disc_input = model(input_ids, attention, token_types, mlm_mask, self.temperature)
         num_masked = batch.get("num_masked_global", targets.numel())
         gen_loss = F.cross_entropy(gen_logits.float(), targets, reduction="sum") * world / max(num_masked, 1)
 
-        sampled = gumbel_sample(gen_logits, self.temperature)
-        disc_input = input_ids.clone()
-        disc_input[mlm_mask] = sampled
         original = input_ids.clone()
         original[mlm_mask] = targets
         real = attention.bool()
         replaced = (disc_input != original) & real
-
-        disc_logits = model.discriminator(disc_input, attention, token_types)
         per_token = F.binary_cross_entropy_with_logits(disc_logits.float(), replaced.float(), reduction="none")
         num_tokens = batch.get("num_tokens_global", int(real.sum()))
         disc_loss = (per_token * real).sum() * world / max(num_tokens, 1)
