@@ -1,0 +1,170 @@
+"""The ALBERT pretraining stream: corpus → sentences → token ids → examples → masked, padded batches.
+
+Endless: when the corpus ends the next pass (epoch) starts. Examples (segment lengths, A/B splits,
+sentence order) and masks come from two seeded random generators that keep running across passes,
+so every pass sees new pairs and new masks. Masks are drawn when a batch is built.
+
+Exact resume: the state names the position in the corpus before the current document, the example
+generator's state at that point, how many examples of that document were already taken, and the mask
+generator's state. Restoring re-reads and re-tokenizes at most that one document.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Iterator
+
+import torch
+
+from encoderkit.data.corpus import CorpusError, SourceLike, load_corpus, split_sentences
+from encoderkit.data.examples import Example, document_examples
+from encoderkit.data.masking import IGNORE_INDEX, mask_whole_word_ngrams
+from encoderkit.data.tokenizer import Tokenizer
+
+STATE_VERSION = 1
+
+
+class PretrainBatches:
+    """Iterator of batches for masked-LM + sentence-order pretraining (ALBERT).
+
+    Each batch is a dict of int64 tensors: `input_ids`, `attention_mask`, `token_type_ids`,
+    `mlm_labels` ([B, S], -100 where not predicted) and `sop_labels` ([B], 1 = segments swapped).
+    Rows are padded with <pad> to the longest row of the batch (at most `max_seq_length`).
+    """
+
+    def __init__(
+        self,
+        source: SourceLike,
+        tokenizer: Tokenizer,
+        batch_size: int,
+        max_seq_length: int,
+        seed: int,
+        short_seq_prob: float = 0.1,
+        masked_lm_prob: float = 0.15,
+        max_ngram: int = 3,
+        *,
+        split: str = "train",
+    ):
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_seq_length = max_seq_length
+        self.short_seq_prob = short_seq_prob
+        self.masked_lm_prob = masked_lm_prob
+        self.max_ngram = max_ngram
+        self._config = {"source": str(source), "batch_size": batch_size, "max_seq_length": max_seq_length}
+        self._dataset = load_corpus(source, split)
+        self._corpus_start = self._dataset.state_dict()
+        self._example_rng = random.Random(f"examples-{seed}")
+        self._mask_rng = random.Random(f"masks-{seed}")
+        # position before the current document; see state_dict()
+        self._epoch = 0
+        self._corpus_state = self._corpus_start
+        self._document_rng_state = self._example_rng.getstate()
+        self._examples_taken = 0
+        self._examples: Iterator[Example] | None = None
+
+    def __iter__(self) -> PretrainBatches:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        if self._examples is None:
+            self._examples = self._iter_examples()
+        examples = [next(self._examples) for _ in range(self.batch_size)]
+        return self._collate(examples)
+
+    def state_dict(self) -> dict:
+        """JSON-serialisable position of the stream: the next batch after `load_state_dict` is the next one here."""
+        return {
+            "version": STATE_VERSION,
+            "config": self._config,
+            "epoch": self._epoch,
+            "corpus": copy.deepcopy(self._corpus_state),
+            "document_rng": _rng_state_to_json(self._document_rng_state),
+            "examples_taken": self._examples_taken,
+            "mask_rng": _rng_state_to_json(self._mask_rng.getstate()),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"unknown PretrainBatches state version {state.get('version')!r}")
+        if state["config"] != self._config:
+            raise ValueError(f"state is of another stream: {state['config']} (this one: {self._config})")
+        self._epoch = state["epoch"]
+        self._corpus_state = state["corpus"]
+        self._document_rng_state = _rng_state_from_json(state["document_rng"])
+        self._examples_taken = state["examples_taken"]
+        self._mask_rng.setstate(_rng_state_from_json(state["mask_rng"]))
+        self._examples = None  # restart the example generator from the restored position
+
+    def _iter_examples(self) -> Iterator[Example]:
+        """Examples of document after document, pass after pass, keeping the resume position up to date."""
+        self._example_rng.setstate(self._document_rng_state)
+        while True:
+            whole_pass = self._corpus_state == self._corpus_start
+            self._dataset.load_state_dict(self._corpus_state)
+            produced_any = False
+            for row in self._dataset:
+                examples = self._document_examples(row["text"])
+                produced_any = produced_any or bool(examples)
+                for example in examples[self._examples_taken :]:
+                    self._examples_taken += 1
+                    yield example
+                # the document is used up: the position moves past it
+                self._corpus_state = self._dataset.state_dict()
+                self._document_rng_state = self._example_rng.getstate()
+                self._examples_taken = 0
+            if whole_pass and not produced_any:
+                raise CorpusError(f"the corpus {self._config['source']!r} gives no pretraining examples")
+            self._epoch += 1
+            self._corpus_state = self._corpus_start
+
+    def _document_examples(self, text: str) -> list[Example]:
+        sentences = self.tokenizer.encode_batch(split_sentences(text))
+        return document_examples(
+            sentences,
+            self._example_rng,
+            max_seq_length=self.max_seq_length,
+            cls_id=self.tokenizer.cls_id,
+            sep_id=self.tokenizer.sep_id,
+            short_seq_prob=self.short_seq_prob,
+        )
+
+    def _collate(self, examples: list[Example]) -> dict[str, torch.Tensor]:
+        length = max(len(example.input_ids) for example in examples)
+        shape = (len(examples), length)
+        input_ids = torch.full(shape, self.tokenizer.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros(shape, dtype=torch.long)
+        token_type_ids = torch.zeros(shape, dtype=torch.long)
+        mlm_labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
+        for row, example in enumerate(examples):
+            masked_ids, labels = mask_whole_word_ngrams(
+                example.input_ids,
+                self.tokenizer,
+                self._mask_rng,
+                masked_lm_prob=self.masked_lm_prob,
+                max_ngram=self.max_ngram,
+            )
+            n = len(masked_ids)
+            input_ids[row, :n] = torch.tensor(masked_ids)
+            attention_mask[row, :n] = 1
+            token_type_ids[row, :n] = torch.tensor(example.token_type_ids)
+            mlm_labels[row, :n] = torch.tensor(labels)
+        sop_labels = torch.tensor([example.sop_label for example in examples], dtype=torch.long)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+            "mlm_labels": mlm_labels,
+            "sop_labels": sop_labels,
+        }
+
+
+def _rng_state_to_json(state: tuple) -> list:
+    version, internal, gauss_next = state
+    return [version, list(internal), gauss_next]
+
+
+def _rng_state_from_json(state: list) -> tuple:
+    version, internal, gauss_next = state
+    return version, tuple(internal), gauss_next
