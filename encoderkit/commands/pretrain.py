@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import re
 from pathlib import Path
 
 from rich.console import Console
@@ -24,17 +26,48 @@ def prepare_tokenizer(recipe: PretrainRecipe, run_dir: Path, console: Console):
                 f"on up to {n} documents of '{recipe.data.source}'")
     documents = itertools.islice(iter_documents(recipe.data.source), n)
     sentences = (sentence for doc in documents for sentence in doc)
-    tokenizer = Tokenizer.train(sentences, recipe.tokenizer.vocab_size, model_type=recipe.tokenizer.model_type)
+    try:
+        tokenizer = Tokenizer.train(sentences, recipe.tokenizer.vocab_size, model_type=recipe.tokenizer.model_type)
+    except RuntimeError as err:  # sentencepiece: e.g. more pieces asked for than the sample holds
+        limit = re.search(r"value <= (\d+)", str(err))
+        hint = f"; this corpus sample allows at most {limit.group(1)}" if limit else f" ({err})"
+        raise RecipeError(f"tokenizer.vocab_size: cannot train {recipe.tokenizer.vocab_size} pieces{hint}") from None
     tokenizer.save(run_dir)
     return tokenizer
 
 
 def build_model(recipe: PretrainRecipe, vocab_size: int):
+    """ALBERT for MLM+SOP; ELECTRA's generator + discriminator (shared embeddings) for RTD."""
+    # The vocabulary size always follows the tokenizer.
+    config = recipe.model.config
+    config.vocab_size = vocab_size
+    if recipe.objective == "rtd":
+        from encoderkit.models.electra import ElectraGeneratorDiscriminator
+
+        return ElectraGeneratorDiscriminator(generator_config(config, recipe.rtd.generator_size_multiplier), config)
     from encoderkit.models.albert import AlbertForPreTraining
 
-    # The vocabulary size always follows the tokenizer.
-    recipe.model.config.vocab_size = vocab_size
-    return AlbertForPreTraining(recipe.model.config)
+    return AlbertForPreTraining(config)
+
+
+def generator_config(discriminator, multiplier: float):
+    """The generator: same depth and embeddings, `multiplier` x the hidden size, heads and FFN size."""
+    return dataclasses.replace(
+        discriminator,
+        hidden_size=max(1, round(discriminator.hidden_size * multiplier)),
+        num_attention_heads=max(1, round(discriminator.num_attention_heads * multiplier)),
+        intermediate_size=max(1, round(discriminator.intermediate_size * multiplier)),
+    )
+
+
+def build_objective(recipe: PretrainRecipe, vocab_size: int):
+    if recipe.objective == "rtd":
+        from encoderkit.objectives.rtd import ReplacedTokenDetectionObjective
+
+        return ReplacedTokenDetectionObjective(recipe.rtd.discriminator_weight, recipe.rtd.temperature)
+    from encoderkit.objectives.mlm_sop import MlmSopObjective
+
+    return MlmSopObjective(vocab_size)
 
 
 def dry_run(recipe: PretrainRecipe, console: Console) -> None:
@@ -58,9 +91,9 @@ def dry_run(recipe: PretrainRecipe, console: Console) -> None:
 
 
 def pretrain(recipe: PretrainRecipe, resume: bool = False, console: Console | None = None) -> Path:
+    from encoderkit.data.corpus import CorpusError
     from encoderkit.data.stream import PretrainBatches
     from encoderkit.models.hf_format import save_pretrained
-    from encoderkit.objectives.mlm_sop import MlmSopObjective
     from encoderkit.train.loop import latest_checkpoint, train, write_run_record
 
     console = console or Console(stderr=True)
@@ -73,27 +106,31 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False, console: Console | No
             f"output.dir: '{run_dir}' already holds checkpoints; pass --resume to continue it "
             "or choose another output.dir"
         )
-    write_run_record(run_dir, dump_yaml(recipe))
-
-    tokenizer = prepare_tokenizer(recipe, run_dir, console)
-    model = build_model(recipe, tokenizer.vocab_size)
     micro_batch = recipe.train.batch_size // recipe.train.gradient_accumulation_steps
-    batches = PretrainBatches(
-        recipe.data.source,
-        tokenizer,
-        batch_size=micro_batch,
-        max_seq_length=recipe.data.max_seq_length,
-        seed=recipe.train.seed,
-        short_seq_prob=recipe.data.short_seq_prob,
-        masked_lm_prob=recipe.data.masked_lm_prob,
-        max_ngram=recipe.data.max_ngram,
-    )
-    objective = MlmSopObjective(tokenizer.vocab_size)
+    try:
+        tokenizer = prepare_tokenizer(recipe, run_dir, console)
+        batches = PretrainBatches(
+            recipe.data.source,
+            tokenizer,
+            batch_size=micro_batch,
+            max_seq_length=recipe.data.max_seq_length,
+            seed=recipe.train.seed,
+            short_seq_prob=recipe.data.short_seq_prob,
+            masked_lm_prob=recipe.data.masked_lm_prob,
+            max_ngram=recipe.data.max_ngram,
+        )
+    except CorpusError as err:
+        raise RecipeError(f"data.source: {err}") from None
+    write_run_record(run_dir, dump_yaml(recipe))
+    model = build_model(recipe, tokenizer.vocab_size)
+    objective = build_objective(recipe, tokenizer.vocab_size)
     result = train(model, objective, batches, recipe.train, run_dir, resume=resume, console=console)
 
+    # ALBERT: the run dir is the model dir. ELECTRA: run_dir/generator and run_dir/discriminator.
     save_pretrained(result.model, run_dir)
-    tokenizer.save(run_dir)
-    summary = ", ".join(f"{k} {result.last_metrics[k]:.3f}"
-                        for k in ("loss", "mlm_acc", "unigram_acc", "sop_acc") if k in result.last_metrics)
+    for model_dir in [run_dir] if recipe.objective == "mlm_sop" else [run_dir / "generator", run_dir / "discriminator"]:
+        tokenizer.save(model_dir)
+    shown = ("loss", "mlm_acc", "unigram_acc", "sop_acc", "gen_acc", "disc_auc", "disc_recall")
+    summary = ", ".join(f"{k} {result.last_metrics[k]:.3f}" for k in shown if k in result.last_metrics)
     console.log(f"saved the model to {run_dir} after {result.step} steps ({summary})")
     return run_dir

@@ -19,13 +19,15 @@ from pathlib import Path
 
 import datasets
 
+from encoderkit.errors import UserError
+
 SourceLike = str | os.PathLike | Iterable[str | os.PathLike]
 
 # file suffix -> datasets builder that streams it
 FILE_BUILDERS = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
-class CorpusError(Exception):
+class CorpusError(UserError):
     """A corpus source that cannot be read: missing file, no "text" column, unreachable hub."""
 
 
@@ -173,8 +175,11 @@ def default_corpus_documents() -> Iterator[list[str]]:
     """
     seen = set()
     for document in _raw_default_documents():
-        unique = [paragraph for paragraph in document if paragraph not in seen]
-        seen.update(unique)
+        unique = []
+        for paragraph in document:
+            if paragraph not in seen:
+                seen.add(paragraph)
+                unique.append(paragraph)
         if sum(len(paragraph.split()) for paragraph in unique) >= MIN_DOCUMENT_WORDS:
             yield unique
 
@@ -182,14 +187,14 @@ def default_corpus_documents() -> Iterator[list[str]]:
 def _raw_default_documents() -> Iterator[list[str]]:
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     for file in _stdlib_sources(stdlib):
-        yield _module_paragraphs(file.read_bytes())
+        yield module_prose(file.read_bytes())
     for wheel in sorted((stdlib / "ensurepip" / "_bundled").glob("*.whl")):
         with zipfile.ZipFile(wheel) as archive:
             for name in sorted(name for name in archive.namelist() if name.endswith(".py")):
-                yield _module_paragraphs(archive.read(name))
+                yield module_prose(archive.read(name))
     topics = _pydoc_topics(stdlib / "pydoc_data" / "topics.py")
     for name in sorted(topics):
-        yield _prose_paragraphs(topics[name], indented_is_code=True)
+        yield prose_paragraphs(topics[name], indented_is_code=True)
 
 
 def _stdlib_sources(stdlib: Path) -> list[Path]:
@@ -212,7 +217,7 @@ def _pydoc_topics(path: Path) -> dict[str, str]:
 _COMMENT_LINE = re.compile(r"^\s*#\s?(.*)$")
 
 
-def _module_paragraphs(source: bytes) -> list[str]:
+def module_prose(source: bytes) -> list[str]:
     """Prose of a Python module in source order: its docstrings and comment blocks."""
     try:
         tree = ast.parse(source)
@@ -228,7 +233,7 @@ def _module_paragraphs(source: bytes) -> list[str]:
         elif block:
             texts.append((number, "\n".join(block)))
             block = []
-    return [paragraph for _, text in sorted(texts) if text for paragraph in _prose_paragraphs(text)]
+    return [paragraph for _, text in sorted(texts) if text for paragraph in prose_paragraphs(text)]
 
 
 def _documented_nodes(node: ast.AST) -> Iterator[ast.AST]:
@@ -252,7 +257,7 @@ def _is_prose(paragraph: str) -> bool:
     return len(words) >= MIN_PARAGRAPH_WORDS and plain >= MIN_PLAIN_WORD_FRACTION * len(words)
 
 
-def _prose_paragraphs(text: str, indented_is_code: bool = False) -> list[str]:
+def prose_paragraphs(text: str, indented_is_code: bool = False) -> list[str]:
     """Blank-line separated paragraphs of `text` that read as English prose, each joined into one line.
 
     Doctest blocks and code-like paragraphs go, as do (with `indented_is_code`, for reStructuredText)
@@ -265,7 +270,7 @@ def _prose_paragraphs(text: str, indented_is_code: bool = False) -> list[str]:
             continue
         if indented_is_code and lines[0][:1].isspace():
             continue
-        paragraph = " ".join(line.strip() for line in lines)
+        paragraph = " ".join(block.split())  # also folds form feeds and other odd line breaks
         if _is_prose(paragraph):
             paragraphs.append(paragraph)
     return paragraphs

@@ -1,0 +1,145 @@
+"""End to end from the command line: pretrain a tiny ALBERT, resume exactly, fill masks, bad input."""
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+WORDS = ("the a cat dog sees likes runs sleeps on under big small red blue house garden river tree "
+         "quickly slowly and but then because morning evening").split()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    docs = []
+    for _ in range(60):
+        sentences = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 10))).capitalize() + "."
+                     for _ in range(rng.randint(3, 8))]
+        docs.append("\n".join(sentences))
+    path.write_text("\n\n".join(docs) + "\n")
+    return path
+
+
+def tiny(corpus, out, *extra):
+    return ["albert-tiny", f"data.source={corpus}", f"output.dir={out}", "tokenizer.vocab_size=50",
+            "tokenizer.sample_documents=60", "model.embedding_size=16", "model.hidden_size=32",
+            "model.num_attention_heads=2", "model.intermediate_size=64", "model.num_hidden_layers=2",
+            "data.max_seq_length=32", "train.batch_size=4", "train.max_steps=6", "train.save_every=3",
+            "train.warmup_steps=2", "train.log_every=1", *extra]
+
+
+def cli(*args, stdin=""):
+    return subprocess.run([sys.executable, "-m", "encoderkit", *args], input=stdin, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def run_dir(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "full"
+    result = cli("pretrain", *tiny(corpus, out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.mark.slow
+def test_pretrain_writes_a_complete_run_dir(run_dir):
+    for name in ("config.json", "model.safetensors", "spiece.model", "recipe.yaml", "versions.json", "metrics.jsonl"):
+        assert (run_dir / name).is_file(), name
+    assert json.loads((run_dir / "config.json").read_text())["model_type"] == "albert"
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert {"loss", "mlm_acc", "unigram_acc", "sop_acc", "tokens_per_s"} <= set(records[-1])
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-00000003", "step-00000006"]
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly(run_dir, tmp_path):
+    # Pretend the run stopped after step 3: resume must give the 6-step weights bit for bit.
+    part = tmp_path / "part"
+    shutil.copytree(run_dir, part)
+    shutil.rmtree(part / "checkpoints" / "step-00000006")
+    (part / "model.safetensors").unlink()
+    result = cli("pretrain", *tiny_from(run_dir, part), "--resume")
+    assert result.returncode == 0, result.stderr
+    full, resumed = load_file(str(run_dir / "model.safetensors")), load_file(str(part / "model.safetensors"))
+    assert full.keys() == resumed.keys()
+    for name in full:
+        assert torch.equal(full[name], resumed[name]), name
+
+
+def tiny_from(run_dir, out):
+    """The same recipe as the original run, read back from its run dir."""
+    return [str(run_dir / "recipe.yaml"), f"output.dir={out}"]
+
+
+@pytest.mark.slow
+def test_a_run_dir_with_checkpoints_is_not_overwritten(run_dir):
+    result = cli("pretrain", *tiny_from(run_dir, run_dir))
+    assert result.returncode == 2
+    assert "already holds checkpoints" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_our_checkpoint_loads_in_transformers(run_dir):
+    transformers = pytest.importorskip("transformers")
+    model = transformers.AlbertForMaskedLM.from_pretrained(run_dir)
+    tokenizer = transformers.AlbertTokenizer.from_pretrained(run_dir)
+    ids = tokenizer("the cat sees a dog", return_tensors="pt")
+    assert model(**ids).logits.shape[-1] == model.config.vocab_size
+
+
+@pytest.mark.slow
+def test_fill_mask_text_and_jsonl(run_dir):
+    lines = "the cat [MASK] the dog.\nno mask here\n\n[MASK] big [MASK] house.\n"
+    text = cli("fill-mask", "--model", str(run_dir), "--top-k", "3", stdin=lines)
+    assert text.returncode == 1  # one line failed, the others were answered
+    assert "line 2: no [MASK]" in text.stderr
+    assert text.stdout.count("[MASK] 1:") == 2 and text.stdout.count("[MASK] 2:") == 1
+    jsonl = cli("fill-mask", "--model", str(run_dir), "--top-k", "3", "--format", "jsonl", stdin=lines)
+    records = [json.loads(line) for line in jsonl.stdout.splitlines()]
+    assert [r["line"] for r in records] == [1, 4]
+    assert [len(r["masks"]) for r in records] == [1, 2]
+    scores = [c["score"] for c in records[0]["masks"][0]]
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0001
+
+
+def test_fill_mask_empty_stdin_and_bad_model_dir(tmp_path):
+    bad = cli("fill-mask", "--model", str(tmp_path))
+    assert bad.returncode == 2 and "not a model directory" in bad.stderr and "Traceback" not in bad.stderr
+    fmt = cli("fill-mask", "--model", str(tmp_path), "--format", "xml")
+    assert fmt.returncode == 2 and "--format" in fmt.stderr
+
+
+@pytest.mark.slow
+def test_fill_mask_empty_stdin_exits_zero(run_dir):
+    result = cli("fill-mask", "--model", str(run_dir), stdin="")
+    assert result.returncode == 0 and result.stdout == ""
+
+
+def test_dry_run_prints_recipe_and_parameter_counts(corpus, tmp_path):
+    result = cli("pretrain", *tiny(corpus, tmp_path / "dry"), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    for part in ("total", "embeddings", "encoder", "heads"):
+        assert part in result.stdout
+    assert "family: albert" in result.stdout
+    assert not (tmp_path / "dry").exists()
+
+
+def test_too_large_vocabulary_is_a_usage_error(corpus, tmp_path):
+    result = cli("pretrain", *tiny(corpus, tmp_path / "out"), "tokenizer.vocab_size=5000")
+    assert result.returncode == 2, result.stderr
+    assert "tokenizer.vocab_size: cannot train 5000 pieces; this corpus sample allows at most" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_corpus_file_is_a_usage_error(tmp_path):
+    result = cli("pretrain", *tiny(tmp_path / "missing.txt", tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    assert "missing.txt" in result.stderr and "Traceback" not in result.stderr
