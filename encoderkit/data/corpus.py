@@ -57,7 +57,7 @@ def load_corpus(source: SourceLike, split: str = "train") -> datasets.IterableDa
 def iter_documents(source: SourceLike, split: str = "train") -> Iterator[list[str]]:
     """Yield the documents of `source` (see `load_corpus`), each as a list of sentences."""
     for row in load_corpus(source, split):
-        sentences = split_sentences(row["text"])
+        sentences = split_sentences(row["text"] or "")
         if sentences:
             yield sentences
 
@@ -198,7 +198,8 @@ def _raw_default_documents() -> Iterator[list[str]]:
 
 
 def _stdlib_sources(stdlib: Path) -> list[Path]:
-    skipped_dirs = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test"}
+    # tests are code more than prose; pydoc_data's topics are read apart
+    skipped_dirs = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test", "pydoc_data"}
     files = []
     for directory, subdirs, names in os.walk(stdlib):
         subdirs[:] = [name for name in subdirs if name not in skipped_dirs]

@@ -105,7 +105,7 @@ class PretrainBatches:
             self._dataset.load_state_dict(self._corpus_state)
             produced_any = False
             for row in self._dataset:
-                examples = self._document_examples(row["text"])
+                examples = self._document_examples(row["text"] or "")
                 produced_any = produced_any or bool(examples)
                 for example in examples[self._examples_taken :]:
                     self._examples_taken += 1
@@ -132,12 +132,8 @@ class PretrainBatches:
 
     def _collate(self, examples: list[Example]) -> dict[str, torch.Tensor]:
         length = max(len(example.input_ids) for example in examples)
-        shape = (len(examples), length)
-        input_ids = torch.full(shape, self.tokenizer.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros(shape, dtype=torch.long)
-        token_type_ids = torch.zeros(shape, dtype=torch.long)
-        mlm_labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
-        for row, example in enumerate(examples):
+        input_ids, attention_mask, token_type_ids, mlm_labels = [], [], [], []
+        for example in examples:
             masked_ids, labels = mask_whole_word_ngrams(
                 example.input_ids,
                 self.tokenizer,
@@ -145,18 +141,17 @@ class PretrainBatches:
                 masked_lm_prob=self.masked_lm_prob,
                 max_ngram=self.max_ngram,
             )
-            n = len(masked_ids)
-            input_ids[row, :n] = torch.tensor(masked_ids)
-            attention_mask[row, :n] = 1
-            token_type_ids[row, :n] = torch.tensor(example.token_type_ids)
-            mlm_labels[row, :n] = torch.tensor(labels)
-        sop_labels = torch.tensor([example.sop_label for example in examples], dtype=torch.long)
+            padding = length - len(masked_ids)
+            input_ids.append(masked_ids + [self.tokenizer.pad_id] * padding)
+            attention_mask.append([1] * len(masked_ids) + [0] * padding)
+            token_type_ids.append(example.token_type_ids + [0] * padding)
+            mlm_labels.append(labels + [IGNORE_INDEX] * padding)
         return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "token_type_ids": token_type_ids,
-            "mlm_labels": mlm_labels,
-            "sop_labels": sop_labels,
+            "input_ids": torch.tensor(input_ids),
+            "attention_mask": torch.tensor(attention_mask),
+            "token_type_ids": torch.tensor(token_type_ids),
+            "mlm_labels": torch.tensor(mlm_labels),
+            "sop_labels": torch.tensor([example.sop_label for example in examples]),
         }
 
 

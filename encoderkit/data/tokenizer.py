@@ -30,7 +30,7 @@ PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;?@[\\]^_`{|}~")
 def normalize_text(text: str, do_lower_case: bool = True, keep_accents: bool = False) -> str:
     """transformers' AlbertTokenizer preprocessing, applied before SentencePiece's own nmt_nfkc."""
     text = " ".join(text.split()).replace("``", '"').replace("''", '"')
-    if not keep_accents:
+    if not keep_accents and not text.isascii():
         text = "".join(char for char in unicodedata.normalize("NFKD", text) if not unicodedata.combining(char))
     return text.lower() if do_lower_case else text
 
