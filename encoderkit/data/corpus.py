@@ -12,7 +12,6 @@ import glob
 import os
 import re
 import sysconfig
-import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -155,14 +154,15 @@ def default_corpus_path() -> Path:
 def write_default_corpus(path: Path) -> None:
     """Write the default corpus to `path` atomically: one paragraph a line, a blank line after each document."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(dir=path.parent, prefix=".default_corpus.", suffix=".tmp")
+    # a temporary file per process: concurrent builders each write their own, the last rename wins
+    temp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
+        with open(temp_path, "w", encoding="utf-8") as file:
             for document in default_corpus_documents():
                 file.write("\n".join(document) + "\n\n")
         os.replace(temp_path, path)
     except BaseException:
-        os.unlink(temp_path)
+        temp_path.unlink(missing_ok=True)
         raise
 
 
