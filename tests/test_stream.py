@@ -111,6 +111,18 @@ def test_every_pass_draws_new_masks(tmp_path):
     assert sum(not torch.equal(first[pair], second[pair]) for pair in first) >= 12
 
 
+def test_data_parallel_ranks_read_different_documents(corpus):
+    def documents(rank):
+        batches = stream(corpus, rank=rank, world_size=2, short_seq_prob=0.0)
+        token_sets = set()
+        for batch in take(batches, 3):
+            original = torch.where(batch["mlm_labels"] != -100, batch["mlm_labels"], batch["input_ids"])
+            token_sets.update(tuple(sorted(row.tolist())) for row in original)
+        return token_sets
+
+    assert documents(0).isdisjoint(documents(1))
+
+
 def test_state_of_another_stream_is_refused(corpus):
     state = stream(corpus, batch_size=8).state_dict()
     with pytest.raises(ValueError, match="another stream"):

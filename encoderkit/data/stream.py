@@ -16,6 +16,7 @@ import random
 from collections.abc import Iterator
 
 import torch
+from datasets.distributed import split_dataset_by_node
 
 from encoderkit.data.corpus import CorpusError, SourceLike, load_corpus, split_sentences
 from encoderkit.data.examples import Example, document_examples
@@ -31,6 +32,9 @@ class PretrainBatches:
     Each batch is a dict of int64 tensors: `input_ids`, `attention_mask`, `token_type_ids`,
     `mlm_labels` ([B, S], -100 where not predicted) and `sop_labels` ([B], 1 = segments swapped).
     Rows are padded with <pad> to the longest row of the batch (at most `max_seq_length`).
+
+    With `world_size` > 1 (data-parallel training), process `rank` reads every world_size-th document
+    (or its share of the corpus files) and draws from its own random generators.
     """
 
     def __init__(
@@ -45,6 +49,8 @@ class PretrainBatches:
         max_ngram: int = 3,
         *,
         split: str = "train",
+        rank: int = 0,
+        world_size: int = 1,
     ):
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -52,11 +58,17 @@ class PretrainBatches:
         self.short_seq_prob = short_seq_prob
         self.masked_lm_prob = masked_lm_prob
         self.max_ngram = max_ngram
-        self._config = {"source": str(source), "batch_size": batch_size, "max_seq_length": max_seq_length}
-        self._dataset = load_corpus(source, split)
+        self._config = {
+            "source": str(source),
+            "batch_size": batch_size,
+            "max_seq_length": max_seq_length,
+            "rank": rank,
+            "world_size": world_size,
+        }
+        self._dataset = split_dataset_by_node(load_corpus(source, split), rank=rank, world_size=world_size)
         self._corpus_start = self._dataset.state_dict()
-        self._example_rng = random.Random(f"examples-{seed}")
-        self._mask_rng = random.Random(f"masks-{seed}")
+        self._example_rng = random.Random(f"examples-{seed}-{rank}")
+        self._mask_rng = random.Random(f"masks-{seed}-{rank}")
         # position before the current document; see state_dict()
         self._epoch = 0
         self._corpus_state = self._corpus_start
