@@ -143,3 +143,40 @@ def test_missing_corpus_file_is_a_usage_error(tmp_path):
     result = cli("pretrain", *tiny(tmp_path / "missing.txt", tmp_path / "out"))
     assert result.returncode == 2, result.stderr
     assert "missing.txt" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def electra_run(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "electra"
+    args = ["electra-tiny", *tiny(corpus, out)[1:], "train.max_steps=4", "train.save_every=2"]
+    result = cli("pretrain", *args)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.mark.slow
+def test_electra_run_saves_generator_and_discriminator_for_transformers(electra_run):
+    transformers = pytest.importorskip("transformers")
+    records = [json.loads(line) for line in (electra_run / "metrics.jsonl").read_text().splitlines()]
+    assert {"gen_acc", "unigram_acc", "disc_auc", "disc_recall", "disc_precision", "replaced_frac",
+            "gen_loss", "disc_loss", "tokens_per_s"} <= set(records[-1])
+    discriminator = transformers.ElectraForPreTraining.from_pretrained(electra_run / "discriminator")
+    generator = transformers.ElectraForMaskedLM.from_pretrained(electra_run / "generator")
+    assert generator.config.hidden_size == discriminator.config.hidden_size // 2  # electra-tiny's 1/2 generator
+    # The shared embeddings were saved into both directories.
+    assert torch.equal(discriminator.electra.embeddings.word_embeddings.weight,
+                       generator.electra.embeddings.word_embeddings.weight)
+
+
+@pytest.mark.slow
+def test_rtd_and_fill_mask_on_an_electra_run(electra_run):
+    rtd = cli("rtd", "--model", str(electra_run / "discriminator"), "--format", "jsonl",
+              stdin="the cat sees a dog.\n")
+    assert rtd.returncode == 0, rtd.stderr
+    record = json.loads(rtd.stdout)
+    assert record["tokens"] and all(0 <= t["replaced"] <= 1 for t in record["tokens"])
+    text = cli("rtd", "--model", str(electra_run / "discriminator"), stdin="the cat sees a dog.\n")
+    assert text.returncode == 0 and text.stdout.startswith("the cat sees a dog.\n")
+    filled = cli("fill-mask", "--model", str(electra_run / "generator"), stdin="the [MASK] sees a dog.\n")
+    assert filled.returncode == 0, filled.stderr
+    assert "[MASK] 1:" in filled.stdout

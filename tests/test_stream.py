@@ -111,16 +111,34 @@ def test_every_pass_draws_new_masks(tmp_path):
     assert sum(not torch.equal(first[pair], second[pair]) for pair in first) >= 12
 
 
-def test_data_parallel_ranks_read_different_documents(corpus):
-    def documents(rank):
-        batches = stream(corpus, rank=rank, world_size=2, short_seq_prob=0.0)
-        token_sets = set()
-        for batch in take(batches, 3):
-            original = torch.where(batch["mlm_labels"] != -100, batch["mlm_labels"], batch["input_ids"])
-            token_sets.update(tuple(sorted(row.tolist())) for row in original)
-        return token_sets
+def test_electra_stream_keeps_order_and_masks_single_tokens_85_15(corpus):
+    tokenizer = tiny_tokenizer()
+    batches = take(stream(corpus, masking="electra", mask_token_prob=0.85, random_token_prob=0.0,
+                          sentence_order=False), 20)
+    chosen = masked = kept = real = 0
+    for batch in batches:
+        assert (batch["sop_labels"] == 0).all()  # never swapped
+        labels, ids, attention = batch["mlm_labels"], batch["input_ids"], batch["attention_mask"].bool()
+        selected = labels != -100
+        assert not (selected & ~attention).any()  # padding is never chosen
+        chosen += int(selected.sum())
+        masked += int((ids[selected] == tokenizer.mask_id).sum())
+        kept += int((ids[selected] == labels[selected]).sum())
+        real += int(attention.sum()) - 3 * ids.shape[0]  # [CLS] and two [SEP] are never chosen
+    assert chosen / real == pytest.approx(0.15, abs=0.02)
+    assert masked / chosen == pytest.approx(0.85, abs=0.04)
+    assert masked + kept == chosen  # no random replacements
 
-    assert documents(0).isdisjoint(documents(1))
+
+def test_electra_stream_resumes_exactly(corpus):
+    options = dict(masking="electra", mask_token_prob=0.85, random_token_prob=0.0, sentence_order=False)
+    original = stream(corpus, **options)
+    take(original, 5)
+    state = json.loads(json.dumps(original.state_dict()))
+    expected = take(original, 4)
+    restored = stream(corpus, **options)
+    restored.load_state_dict(state)
+    assert_same(take(restored, 4), expected)
 
 
 def test_state_of_another_stream_is_refused(corpus):

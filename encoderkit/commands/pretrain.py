@@ -64,7 +64,7 @@ def build_objective(recipe: PretrainRecipe, vocab_size: int):
     if recipe.objective == "rtd":
         from encoderkit.objectives.rtd import ReplacedTokenDetectionObjective
 
-        return ReplacedTokenDetectionObjective(recipe.rtd.discriminator_weight, recipe.rtd.temperature)
+        return ReplacedTokenDetectionObjective(vocab_size, recipe.rtd.discriminator_weight, recipe.rtd.temperature)
     from encoderkit.objectives.mlm_sop import MlmSopObjective
 
     return MlmSopObjective(vocab_size)
@@ -118,6 +118,10 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False, console: Console | No
             short_seq_prob=recipe.data.short_seq_prob,
             masked_lm_prob=recipe.data.masked_lm_prob,
             max_ngram=recipe.data.max_ngram,
+            masking=recipe.data.masking,
+            mask_token_prob=recipe.data.mask_token_prob,
+            random_token_prob=recipe.data.random_token_prob,
+            sentence_order=recipe.data.sentence_order,
         )
     except CorpusError as err:
         raise RecipeError(f"data.source: {err}") from None

@@ -52,8 +52,11 @@ def document_examples(
     cls_id: int,
     sep_id: int,
     short_seq_prob: float = 0.1,
+    swap_prob: float = 0.5,
 ) -> list[Example]:
     """Pack the sentences of one document into segment pairs of about the target length.
+
+    Each pair is swapped with probability `swap_prob` (0.5 for sentence-order prediction, 0 for ELECTRA).
 
     The target is max_seq_length - 3 (room for [CLS] and two [SEP]); with probability `short_seq_prob`
     a random shorter target in [2, max_seq_length - 3], to reduce the mismatch with short fine-tuning
@@ -72,7 +75,7 @@ def document_examples(
         if index == len(sentences) - 1 or chunk_length >= target_length:
             pair = _split_chunk(chunk, rng)
             if pair is not None:
-                examples.append(_make_example(*pair, max_num_tokens, cls_id, sep_id, rng))
+                examples.append(_make_example(*pair, max_num_tokens, cls_id, sep_id, rng, swap_prob))
             chunk, chunk_length = [], 0
             target_length = _target_length(max_num_tokens, short_seq_prob, rng)
     return examples
@@ -95,9 +98,10 @@ def _split_chunk(chunk: list[list[int]], rng: random.Random) -> tuple[list[int],
 
 
 def _make_example(
-    tokens_a: list[int], tokens_b: list[int], max_num_tokens: int, cls_id: int, sep_id: int, rng: random.Random
+    tokens_a: list[int], tokens_b: list[int], max_num_tokens: int, cls_id: int, sep_id: int, rng: random.Random,
+    swap_prob: float,
 ) -> Example:
-    sop_label = SWAPPED if rng.random() < 0.5 else ORIGINAL_ORDER
+    sop_label = SWAPPED if rng.random() < swap_prob else ORIGINAL_ORDER
     if sop_label == SWAPPED:
         tokens_a, tokens_b = tokens_b, tokens_a
     truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)

@@ -34,12 +34,14 @@ def mask_whole_word_ngrams(
     masked_lm_prob: float = 0.15,
     max_ngram: int = 3,
     max_predictions: int | None = None,
+    mask_token_prob: float = 0.8,
+    random_token_prob: float = 0.1,
 ) -> tuple[list[int], list[int]]:
     """Mask spans of 1..max_ngram whole words (p(n) ∝ 1/n) covering about `masked_lm_prob` of the tokens.
 
     round(masked_lm_prob * len) tokens are predicted (at least 1, at most `max_predictions`); each is
-    replaced by [MASK] 80% of the time, by a random token 10%, and left unchanged 10%. Special tokens
-    are never masked.
+    replaced by [MASK] with probability `mask_token_prob` (80%), by a random token with
+    `random_token_prob` (10%), and left unchanged otherwise. Special tokens are never masked.
     """
     words = group_words(input_ids, vocab)
     num_to_predict = max(1, round(len(input_ids) * masked_lm_prob))
@@ -51,7 +53,7 @@ def mask_whole_word_ngrams(
         for word in span:
             for position in word:
                 labels[position] = input_ids[position]
-                masked_ids[position] = _replacement(input_ids[position], vocab, rng)
+                masked_ids[position] = _replacement(input_ids[position], vocab, rng, mask_token_prob, random_token_prob)
     return masked_ids, labels
 
 
@@ -104,11 +106,12 @@ def _span_size(words: list[list[int]], start: int, n: int) -> int:
     return sum(len(word) for word in words[start : start + n])
 
 
-def _replacement(token_id: int, vocab: MaskingVocab, rng: random.Random) -> int:
-    # 80% [MASK], 10% unchanged, 10% random (the same draws as the original)
-    if rng.random() < 0.8:
+def _replacement(token_id: int, vocab: MaskingVocab, rng: random.Random, mask_token_prob: float,
+                 random_token_prob: float) -> int:
+    # With 0.8/0.1 these are the original's draws: 80% [MASK], then half of the rest unchanged, half random.
+    if rng.random() < mask_token_prob:
         return vocab.mask_id
-    if rng.random() < 0.5:
+    if rng.random() < (1 - mask_token_prob - random_token_prob) / (1 - mask_token_prob):
         return token_id
     return _random_token(vocab, rng)
 

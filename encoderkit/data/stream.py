@@ -1,4 +1,7 @@
-"""The ALBERT pretraining stream: corpus → sentences → token ids → examples → masked, padded batches.
+"""The pretraining stream: corpus → sentences → token ids → examples → masked, padded batches.
+
+ALBERT: segment pairs swapped half the time for sentence-order prediction, whole-word n-gram masks.
+ELECTRA: segment pairs in their order, single tokens masked (85% [MASK], 15% unchanged).
 
 Endless: when the corpus ends the next pass (epoch) starts. Examples (segment lengths, A/B splits,
 sentence order) and masks come from two seeded random generators that keep running across passes,
@@ -16,25 +19,28 @@ import random
 from collections.abc import Iterator
 
 import torch
-from datasets.distributed import split_dataset_by_node
 
 from encoderkit.data.corpus import CorpusError, SourceLike, load_corpus, split_sentences
 from encoderkit.data.examples import Example, document_examples
-from encoderkit.data.masking import IGNORE_INDEX, mask_whole_word_ngrams
+from encoderkit.data.masking import IGNORE_INDEX, mask_tokens, mask_whole_word_ngrams
 from encoderkit.data.tokenizer import Tokenizer
 
 STATE_VERSION = 1
 
 
 class PretrainBatches:
-    """Iterator of batches for masked-LM + sentence-order pretraining (ALBERT).
+    """Iterator of batches for masked-LM pretraining (ALBERT's MLM + SOP, or ELECTRA's masking).
 
     Each batch is a dict of int64 tensors: `input_ids`, `attention_mask`, `token_type_ids`,
     `mlm_labels` ([B, S], -100 where not predicted) and `sop_labels` ([B], 1 = segments swapped).
     Rows are padded with <pad> to the longest row of the batch (at most `max_seq_length`).
 
-    With `world_size` > 1 (data-parallel training), process `rank` reads every world_size-th document
-    (or its share of the corpus files) and draws from its own random generators.
+    `masking="ngram"`: ALBERT's whole-word n-gram spans, one example at a time. `masking="electra"`:
+    single tokens over the whole batch at once. Of the chosen tokens, `mask_token_prob` become
+    [MASK], `random_token_prob` a random token, the rest stay. `sentence_order=False` never swaps.
+
+    Data-parallel training draws the same global batch in every process and splits its rows (the
+    training loop does that), so N processes see exactly what one process would.
     """
 
     def __init__(
@@ -48,27 +54,30 @@ class PretrainBatches:
         masked_lm_prob: float = 0.15,
         max_ngram: int = 3,
         *,
+        masking: str = "ngram",
+        mask_token_prob: float = 0.8,
+        random_token_prob: float = 0.1,
+        sentence_order: bool = True,
         split: str = "train",
-        rank: int = 0,
-        world_size: int = 1,
     ):
+        if masking not in ("ngram", "electra"):
+            raise ValueError(f"masking must be 'ngram' or 'electra', not {masking!r}")
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_seq_length = max_seq_length
         self.short_seq_prob = short_seq_prob
         self.masked_lm_prob = masked_lm_prob
         self.max_ngram = max_ngram
-        self._config = {
-            "source": str(source),
-            "batch_size": batch_size,
-            "max_seq_length": max_seq_length,
-            "rank": rank,
-            "world_size": world_size,
-        }
-        self._dataset = split_dataset_by_node(load_corpus(source, split), rank=rank, world_size=world_size)
+        self.masking = masking
+        self.mask_token_prob, self.random_token_prob = mask_token_prob, random_token_prob
+        self.swap_prob = 0.5 if sentence_order else 0.0
+        self._config = {"source": str(source), "batch_size": batch_size, "max_seq_length": max_seq_length}
+        self._dataset = load_corpus(source, split)
         self._corpus_start = self._dataset.state_dict()
-        self._example_rng = random.Random(f"examples-{seed}-{rank}")
-        self._mask_rng = random.Random(f"masks-{seed}-{rank}")
+        self._example_rng = random.Random(f"examples-{seed}")
+        self._mask_rng = random.Random(f"masks-{seed}")
+        # ELECTRA masks a whole batch with torch ops
+        self._mask_generator = torch.Generator().manual_seed(seed)
         # position before the current document; see state_dict()
         self._epoch = 0
         self._corpus_state = self._corpus_start
@@ -95,6 +104,7 @@ class PretrainBatches:
             "document_rng": _rng_state_to_json(self._document_rng_state),
             "examples_taken": self._examples_taken,
             "mask_rng": _rng_state_to_json(self._mask_rng.getstate()),
+            "mask_generator": self._mask_generator.get_state().tolist(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -107,6 +117,7 @@ class PretrainBatches:
         self._document_rng_state = _rng_state_from_json(state["document_rng"])
         self._examples_taken = state["examples_taken"]
         self._mask_rng.setstate(_rng_state_from_json(state["mask_rng"]))
+        self._mask_generator.set_state(torch.tensor(state["mask_generator"], dtype=torch.uint8))
         self._examples = None  # restart the example generator from the restored position
 
     def _iter_examples(self) -> Iterator[Example]:
@@ -140,31 +151,47 @@ class PretrainBatches:
             cls_id=self.tokenizer.cls_id,
             sep_id=self.tokenizer.sep_id,
             short_seq_prob=self.short_seq_prob,
+            swap_prob=self.swap_prob,
         )
 
     def _collate(self, examples: list[Example]) -> dict[str, torch.Tensor]:
         length = max(len(example.input_ids) for example in examples)
         input_ids, attention_mask, token_type_ids, mlm_labels = [], [], [], []
         for example in examples:
-            masked_ids, labels = mask_whole_word_ngrams(
-                example.input_ids,
-                self.tokenizer,
-                self._mask_rng,
-                masked_lm_prob=self.masked_lm_prob,
-                max_ngram=self.max_ngram,
-            )
+            if self.masking == "ngram":
+                masked_ids, labels = mask_whole_word_ngrams(
+                    example.input_ids,
+                    self.tokenizer,
+                    self._mask_rng,
+                    masked_lm_prob=self.masked_lm_prob,
+                    max_ngram=self.max_ngram,
+                    mask_token_prob=self.mask_token_prob,
+                    random_token_prob=self.random_token_prob,
+                )
+            else:  # masked below, for the whole batch at once
+                masked_ids, labels = example.input_ids, []
             padding = length - len(masked_ids)
             input_ids.append(masked_ids + [self.tokenizer.pad_id] * padding)
             attention_mask.append([1] * len(masked_ids) + [0] * padding)
             token_type_ids.append(example.token_type_ids + [0] * padding)
-            mlm_labels.append(labels + [IGNORE_INDEX] * padding)
-        return {
+            mlm_labels.append(labels + [IGNORE_INDEX] * (length - len(labels)))
+        batch = {
             "input_ids": torch.tensor(input_ids),
             "attention_mask": torch.tensor(attention_mask),
             "token_type_ids": torch.tensor(token_type_ids),
             "mlm_labels": torch.tensor(mlm_labels),
             "sop_labels": torch.tensor([example.sop_label for example in examples]),
         }
+        if self.masking == "electra":
+            batch["input_ids"], batch["mlm_labels"] = mask_tokens(
+                batch["input_ids"],
+                self.tokenizer,
+                self._mask_generator,
+                mask_prob=self.masked_lm_prob,
+                mask_token_prob=self.mask_token_prob,
+                random_token_prob=self.random_token_prob,
+            )
+        return batch
 
 
 def _rng_state_to_json(state: tuple) -> list:

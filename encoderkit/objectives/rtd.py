@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from encoderkit.objectives.baseline import UnigramBaseline
+
 
 def binary_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     """Area under the ROC curve (Mann-Whitney U, ties counted half); 0.5 when one class is absent."""
@@ -79,8 +81,9 @@ class CollapseAlarm:
 
 
 class ReplacedTokenDetectionObjective:
-    def __init__(self, discriminator_weight: float = 50.0, temperature: float = 1.0,
+    def __init__(self, vocab_size: int, discriminator_weight: float = 50.0, temperature: float = 1.0,
                  alarm: CollapseAlarm | None = None):
+        self.unigram = UnigramBaseline(vocab_size)
         self.discriminator_weight = discriminator_weight
         self.temperature = temperature
         self.alarm = alarm or CollapseAlarm()
@@ -114,6 +117,7 @@ class ReplacedTokenDetectionObjective:
                 "gen_loss": float(gen_loss),
                 "disc_loss": float(disc_loss),
                 "gen_acc": float((gen_logits.argmax(-1) == targets).float().mean()),
+                "unigram_acc": self.unigram.accuracy(targets),
                 "replaced_frac": float(truth.float().mean()),
                 "disc_acc": float((predicted == truth).float().mean()),
                 "disc_precision": true_pos / max(int(predicted.sum()), 1),
@@ -124,7 +128,8 @@ class ReplacedTokenDetectionObjective:
         return loss, metrics
 
     def state_dict(self) -> dict:
-        return {"alarm": self.alarm.state_dict()}
+        return {"alarm": self.alarm.state_dict(), "unigram": self.unigram.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.alarm.load_state_dict(state["alarm"])
+        self.unigram.load_state_dict(state["unigram"])

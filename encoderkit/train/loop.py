@@ -196,10 +196,11 @@ def _all_processes(accelerator: Accelerator, flag: bool) -> bool:
 _SHOWN = [
     ("loss", "loss {:.3f}"),
     ("mlm_acc", "mlm {:.3f}"),
+    ("gen_acc", "gen {:.3f}"),
     ("unigram_acc", "(unigram {:.3f})"),
     ("sop_acc", "sop {:.3f}"),
-    ("gen_acc", "gen {:.3f}"),
     ("disc_auc", "auc {:.3f}"),
+    ("disc_recall", "recall {:.3f}"),
     ("accuracy", "acc {:.3f}"),
     ("tokens_per_s", "{:,.0f} tok/s"),
 ]
