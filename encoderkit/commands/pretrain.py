@@ -64,7 +64,8 @@ def build_objective(recipe: PretrainRecipe, vocab_size: int):
     if recipe.objective == "rtd":
         from encoderkit.objectives.rtd import ReplacedTokenDetectionObjective
 
-        return ReplacedTokenDetectionObjective(vocab_size, recipe.rtd.discriminator_weight, recipe.rtd.temperature)
+        return ReplacedTokenDetectionObjective(vocab_size, recipe.rtd.discriminator_weight, recipe.rtd.temperature,
+                                               seed=recipe.train.seed)
     from encoderkit.objectives.mlm_sop import MlmSopObjective
 
     return MlmSopObjective(vocab_size)
@@ -91,6 +92,9 @@ def dry_run(recipe: PretrainRecipe, console: Console) -> None:
 
 
 def pretrain(recipe: PretrainRecipe, resume: bool = False, console: Console | None = None) -> Path:
+    import torch
+    from accelerate import Accelerator
+
     from encoderkit.data.corpus import CorpusError
     from encoderkit.data.stream import PretrainBatches
     from encoderkit.models.hf_format import save_pretrained
@@ -106,9 +110,12 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False, console: Console | No
             f"output.dir: '{run_dir}' already holds checkpoints; pass --resume to continue it "
             "or choose another output.dir"
         )
+    accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision)
     micro_batch = recipe.train.batch_size // recipe.train.gradient_accumulation_steps
     try:
-        tokenizer = prepare_tokenizer(recipe, run_dir, console)
+        # One process trains the tokenizer; the others then load it from the run dir.
+        with accelerator.main_process_first():
+            tokenizer = prepare_tokenizer(recipe, run_dir, console)
         batches = PretrainBatches(
             recipe.data.source,
             tokenizer,
@@ -125,10 +132,15 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False, console: Console | No
         )
     except CorpusError as err:
         raise RecipeError(f"data.source: {err}") from None
-    write_run_record(run_dir, dump_yaml(recipe))
+    if accelerator.is_main_process:
+        write_run_record(run_dir, dump_yaml(recipe))
+    torch.manual_seed(recipe.train.seed)  # the same initial weights in every process and every run
     model = build_model(recipe, tokenizer.vocab_size)
     objective = build_objective(recipe, tokenizer.vocab_size)
-    result = train(model, objective, batches, recipe.train, run_dir, resume=resume, console=console)
+    result = train(model, objective, batches, recipe.train, run_dir, resume=resume, console=console,
+                   accelerator=accelerator)
+    if not accelerator.is_main_process:
+        return run_dir
 
     # ALBERT: the run dir is the model dir. ELECTRA: run_dir/generator and run_dir/discriminator.
     save_pretrained(result.model, run_dir)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from encoderkit.models.electra import gumbel
 from encoderkit.objectives.baseline import UnigramBaseline
 
 
@@ -82,8 +83,10 @@ class CollapseAlarm:
 
 class ReplacedTokenDetectionObjective:
     def __init__(self, vocab_size: int, discriminator_weight: float = 50.0, temperature: float = 1.0,
-                 alarm: CollapseAlarm | None = None):
+                 alarm: CollapseAlarm | None = None, seed: int = 0):
+        self.vocab_size = vocab_size
         self.unigram = UnigramBaseline(vocab_size)
+        self.sampling_seeds = torch.Generator().manual_seed(seed)
         self.discriminator_weight = discriminator_weight
         self.temperature = temperature
         self.alarm = alarm or CollapseAlarm()
@@ -95,7 +98,10 @@ class ReplacedTokenDetectionObjective:
         targets = labels[mlm_mask]
         world = batch.get("world_size", 1)
 
-        gen_logits, disc_logits, disc_input = model(input_ids, attention, token_types, mlm_mask, self.temperature)
+        noise = self.gumbel_noise(mlm_mask, batch.get("row_offset", 0))
+        gen_logits, disc_logits, disc_input = model(
+            input_ids, attention, token_types, mlm_mask, noise, self.temperature
+        )
         num_masked = batch.get("num_masked_global", targets.numel())
         gen_loss = F.cross_entropy(gen_logits.float(), targets, reduction="sum") * world / max(num_masked, 1)
 
@@ -127,9 +133,25 @@ class ReplacedTokenDetectionObjective:
             self.alarm.update(metrics["disc_auc"], metrics["disc_recall"], metrics["gen_acc"])
         return loss, metrics
 
+    def gumbel_noise(self, mlm_mask: torch.Tensor, row_offset: int) -> torch.Tensor:
+        """Sampling noise [N, V] for the masked positions, drawn row by row from a seed for this batch
+        and the row's index in the global batch: however the batch is split over processes, every
+        row gets the noise it would get in one process."""
+        batch_seed = int(torch.randint(2**62, (1,), generator=self.sampling_seeds))
+        rows = []
+        for row, count in enumerate(mlm_mask.sum(dim=1).tolist()):
+            if count:
+                row_generator = torch.Generator(device=mlm_mask.device).manual_seed(batch_seed + row_offset + row)
+                rows.append(torch.rand((count, self.vocab_size), generator=row_generator, device=mlm_mask.device))
+        if not rows:
+            return torch.empty((0, self.vocab_size), device=mlm_mask.device)
+        return gumbel(torch.cat(rows))
+
     def state_dict(self) -> dict:
-        return {"alarm": self.alarm.state_dict(), "unigram": self.unigram.state_dict()}
+        return {"alarm": self.alarm.state_dict(), "unigram": self.unigram.state_dict(),
+                "sampling_seeds": self.sampling_seeds.get_state().tolist()}
 
     def load_state_dict(self, state: dict) -> None:
         self.alarm.load_state_dict(state["alarm"])
         self.unigram.load_state_dict(state["unigram"])
+        self.sampling_seeds.set_state(torch.tensor(state["sampling_seeds"], dtype=torch.uint8))

@@ -178,6 +178,7 @@ def _local_rows(batch: dict, rank: int, world: int, device) -> dict:
     share = rows // world
     local = {k: v[rank * share : (rank + 1) * share].to(device) for k, v in batch.items()}
     local["world_size"] = world
+    local["row_offset"] = rank * share
     if "mlm_labels" in batch:
         local["num_masked_global"] = int((batch["mlm_labels"] != -100).sum())
     local["num_tokens_global"] = int(batch["attention_mask"].sum())
