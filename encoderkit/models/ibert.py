@@ -1,0 +1,500 @@
+"""I-BERT (Kim et al., 2021): RoBERTa built from the quantization modules of quant/modules.py.
+
+With quant_mode=True every layer computes on (simulated) integers: 8-bit weights and activations, 32-bit
+biases, 16/22/32-bit sums where I-BERT keeps them wide, i-GELU, i-softmax and integer LayerNorm.
+Quantization-aware training fine-tunes it; quant/runtime.py exports it to an integer-only model. With
+quant_mode=False it is RoBERTa in float.
+
+Module and buffer names are transformers' (`ibert.encoder.layer.0.attention.self.query.weight_integer`),
+so a config.json + model.safetensors written by transformers' IBert* classes loads as it is, and ours
+load there. `ibert_from_float_pretrained` builds the QAT model from a float BERT, ELECTRA or RoBERTa.
+
+Differences from transformers' modeling_ibert.py:
+- IBertSelfOutput and IBertOutput are one class, IBertResidualOutput.
+- The MLM head takes `mlm_mask`; no losses, output tuples, inputs_embeds or attention outputs.
+- As in transformers, the embeddings' second addition reuses embeddings_act1: embeddings_act2 and each
+  IntLayerNorm's `activation` are never called and exist only for their buffers in checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import HFConfig, Pooler, init_weights, select_masked
+from .quant.modules import FORCE_DEQUANT, IntGELU, IntLayerNorm, IntSoftmax, QuantAct, QuantEmbedding, QuantLinear
+
+logger = logging.getLogger(__name__)
+
+# Bit widths of I-BERT (transformers' IBert* modules hard-code the same).
+WEIGHT_BIT, BIAS_BIT, ACT_BIT = 8, 32, 8
+EMBEDDING_SUM_BIT = 16  # word + token type + position embeddings
+RESIDUAL_SUM_BIT = 22  # dense output + residual, the LayerNorm's input
+LAYER_NORM_OUTPUT_BIT = 32  # before requantization to ACT_BIT
+
+
+@dataclass
+class IBertConfig(HFConfig):
+    """Field names and defaults are transformers' IBertConfig (RoBERTa-base sizes, BERT's vocabulary)."""
+
+    model_type: ClassVar[str] = "ibert"
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 1
+    bos_token_id: int = 0
+    eos_token_id: int = 2
+    quant_mode: bool = False
+    force_dequant: str = "none"  # none | gelu | softmax | layernorm | nonlinear: those run in float
+    num_labels: int = 2  # sequence classification; 1 means regression
+    problem_type: str | None = None
+
+    def __post_init__(self):
+        if self.hidden_act != "gelu":
+            raise ValueError(f"I-BERT only supports hidden_act 'gelu' (i-GELU), got {self.hidden_act!r}")
+        if self.force_dequant not in FORCE_DEQUANT:
+            raise ValueError(f"force_dequant {self.force_dequant!r}; valid: {', '.join(FORCE_DEQUANT)}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
+                             f"num_attention_heads {self.num_attention_heads}")
+
+
+def _quant_linear(in_features: int, out_features: int, config: IBertConfig) -> QuantLinear:
+    return QuantLinear(in_features, out_features, bias=True, weight_bit=WEIGHT_BIT, bias_bit=BIAS_BIT,
+                       per_channel=True, quant_mode=config.quant_mode)
+
+
+def _layer_norm(config: IBertConfig) -> IntLayerNorm:
+    return IntLayerNorm(config.hidden_size, eps=config.layer_norm_eps, output_bit=LAYER_NORM_OUTPUT_BIT,
+                        quant_mode=config.quant_mode, force_dequant=config.force_dequant)
+
+
+def position_ids(input_ids: torch.Tensor, padding_idx: int) -> torch.Tensor:
+    """RoBERTa's positions: padding_idx + 1, + 2, ... counting the tokens, padding_idx at padding."""
+    is_token = input_ids.ne(padding_idx).int()
+    return (torch.cumsum(is_token, dim=1) * is_token).long() + padding_idx
+
+
+def additive_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """(B, S) 1 = token, 0 = padding -> (B, 1, 1, S): 0 where attention is allowed, the dtype's minimum else."""
+    if attention_mask is None:
+        return None
+    return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
+class IBertEmbeddings(nn.Module):
+    """Word + token type + position embeddings added as 16-bit integers, integer LayerNorm, 8-bit output."""
+
+    def __init__(self, config: IBertConfig):
+        super().__init__()
+        c, q = config, config.quant_mode
+        self.padding_idx = c.pad_token_id
+        self.word_embeddings = QuantEmbedding(c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id,
+                                              weight_bit=WEIGHT_BIT, quant_mode=q)
+        self.token_type_embeddings = QuantEmbedding(c.type_vocab_size, c.hidden_size, weight_bit=WEIGHT_BIT,
+                                                    quant_mode=q)
+        self.position_embeddings = QuantEmbedding(c.max_position_embeddings, c.hidden_size,
+                                                  padding_idx=c.pad_token_id, weight_bit=WEIGHT_BIT, quant_mode=q)
+        self.embeddings_act1 = QuantAct(EMBEDDING_SUM_BIT, quant_mode=q)
+        self.embeddings_act2 = QuantAct(EMBEDDING_SUM_BIT, quant_mode=q)
+        self.LayerNorm = _layer_norm(c)
+        self.output_activation = QuantAct(ACT_BIT, quant_mode=q)
+        self.dropout = nn.Dropout(c.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor):
+        words, words_scale = self.word_embeddings(input_ids)
+        types, types_scale = self.token_type_embeddings(token_type_ids)
+        x, scale = self.embeddings_act1(words, words_scale, identity=types, identity_scaling_factor=types_scale)
+        positions, positions_scale = self.position_embeddings(position_ids(input_ids, self.padding_idx))
+        x, scale = self.embeddings_act1(x, scale, identity=positions, identity_scaling_factor=positions_scale)
+        x, scale = self.LayerNorm(x, scale)
+        return self.output_activation(self.dropout(x), scale)
+
+
+class IBertSelfAttention(nn.Module):
+    """q, k, v requantized to 8 bits; integer scores q.k; i-softmax to 8 bits; context requantized to 8 bits."""
+
+    def __init__(self, config: IBertConfig):
+        super().__init__()
+        c, q = config, config.quant_mode
+        self.num_heads = c.num_attention_heads
+        self.head_size = c.hidden_size // c.num_attention_heads
+        self.query = _quant_linear(c.hidden_size, c.hidden_size, c)
+        self.key = _quant_linear(c.hidden_size, c.hidden_size, c)
+        self.value = _quant_linear(c.hidden_size, c.hidden_size, c)
+        self.query_activation = QuantAct(ACT_BIT, quant_mode=q)
+        self.key_activation = QuantAct(ACT_BIT, quant_mode=q)
+        self.value_activation = QuantAct(ACT_BIT, quant_mode=q)
+        self.output_activation = QuantAct(ACT_BIT, quant_mode=q)
+        self.dropout = nn.Dropout(c.attention_probs_dropout_prob)
+        self.softmax = IntSoftmax(ACT_BIT, quant_mode=q, force_dequant=c.force_dequant)
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None, mask: torch.Tensor | None):
+        B, S, H = x.shape
+        heads = (B, S, self.num_heads, self.head_size)
+        q, q_scale = self.query_activation(*self.query(x, scale))
+        k, k_scale = self.key_activation(*self.key(x, scale))
+        v, v_scale = self.value_activation(*self.value(x, scale))
+        q, k, v = (t.view(heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, S, hs)
+        sqrt_d = math.sqrt(self.head_size)
+        scores = torch.matmul(q, k.transpose(-1, -2)) / sqrt_d
+        scores_scale = q_scale * k_scale / sqrt_d if q_scale is not None else None
+        if mask is not None:
+            scores = scores + mask
+        probs, probs_scale = self.softmax(scores, scores_scale)
+        context = torch.matmul(self.dropout(probs), v)
+        context_scale = probs_scale * v_scale if probs_scale is not None else None
+        return self.output_activation(context.transpose(1, 2).reshape(B, S, H), context_scale)
+
+
+class IBertResidualOutput(nn.Module):
+    """dense, dropout, + residual as a 22-bit integer sum, integer LayerNorm, requantization to 8 bits.
+
+    transformers' IBertSelfOutput (after attention) and IBertOutput (after the feed-forward).
+    """
+
+    def __init__(self, config: IBertConfig, in_features: int):
+        super().__init__()
+        self.dense = _quant_linear(in_features, config.hidden_size, config)
+        self.ln_input_act = QuantAct(RESIDUAL_SUM_BIT, quant_mode=config.quant_mode)
+        self.LayerNorm = _layer_norm(config)
+        self.output_activation = QuantAct(ACT_BIT, quant_mode=config.quant_mode)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x, scale, residual, residual_scale):
+        x, scale = self.dense(x, scale)
+        x, scale = self.ln_input_act(self.dropout(x), scale, identity=residual,
+                                     identity_scaling_factor=residual_scale)
+        return self.output_activation(*self.LayerNorm(x, scale))
+
+
+class IBertAttention(nn.Module):
+    def __init__(self, config: IBertConfig):
+        super().__init__()
+        self.self = IBertSelfAttention(config)
+        self.output = IBertResidualOutput(config, config.hidden_size)
+
+    def forward(self, x, scale, mask):
+        return self.output(*self.self(x, scale, mask), x, scale)
+
+
+class IBertIntermediate(nn.Module):
+    """dense H -> intermediate, i-GELU, requantization to 8 bits."""
+
+    def __init__(self, config: IBertConfig):
+        super().__init__()
+        self.dense = _quant_linear(config.hidden_size, config.intermediate_size, config)
+        self.intermediate_act_fn = IntGELU(quant_mode=config.quant_mode, force_dequant=config.force_dequant)
+        self.output_activation = QuantAct(ACT_BIT, quant_mode=config.quant_mode)
+
+    def forward(self, x, scale):
+        return self.output_activation(*self.intermediate_act_fn(*self.dense(x, scale)))
+
+
+class IBertLayer(nn.Module):
+    def __init__(self, config: IBertConfig):
+        super().__init__()
+        self.attention = IBertAttention(config)
+        self.pre_intermediate_act = QuantAct(ACT_BIT, quant_mode=config.quant_mode)
+        self.intermediate = IBertIntermediate(config)
+        self.pre_output_act = QuantAct(ACT_BIT, quant_mode=config.quant_mode)
+        self.output = IBertResidualOutput(config, config.intermediate_size)
+
+    def forward(self, x, scale, mask):
+        x, scale = self.pre_intermediate_act(*self.attention(x, scale, mask))
+        h, h_scale = self.pre_output_act(*self.intermediate(x, scale))
+        return self.output(h, h_scale, x, scale)
+
+
+class IBertEncoder(nn.Module):
+    def __init__(self, config: IBertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(IBertLayer(config) for _ in range(config.num_hidden_layers))
+
+    def forward(self, x, scale, mask):
+        # As in transformers (whose IBertLayer returns no scale), every layer is told the embeddings' output
+        # scale, also where its input has another: the inputs of its q/k/v projections and of its attention
+        # residual are then x / scale, integers times (true scale / embeddings' scale), and round to integers
+        # only at the next requantization. Checkpoints were fine-tuned so; the runtime does the same rescale.
+        for layer in self.layer:
+            x, out_scale = layer(x, scale, mask)
+        return x, out_scale
+
+
+@torch.no_grad()
+def _init_ibert_weights(model: nn.Module, std: float) -> None:
+    """transformers' init: the float modules as in layers.init_weights, quantized ones alike."""
+    init_weights(model, std)
+    for module in model.modules():
+        if isinstance(module, (QuantLinear, QuantEmbedding)):
+            module.weight.normal_(0.0, std)
+        if isinstance(module, QuantLinear) and module.bias is not None:
+            module.bias.zero_()
+        if isinstance(module, QuantEmbedding) and module.padding_idx is not None:
+            module.weight[module.padding_idx].zero_()
+
+
+class IBertModel(nn.Module):
+    """Embeddings -> layers; forward returns hidden states (B, S, H) (integers times a scale in quant_mode)."""
+
+    def __init__(self, config: IBertConfig, add_pooling_layer: bool = True):
+        super().__init__()
+        self.config = config
+        self.embeddings = IBertEmbeddings(config)
+        self.encoder = IBertEncoder(config)
+        self.pooler = Pooler(config.hidden_size) if add_pooling_layer else None  # kept so checkpoints round-trip
+        _init_ibert_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x, scale = self.embeddings(input_ids, token_type_ids)
+        return self.encoder(x, scale, additive_mask(attention_mask, x.dtype))[0]
+
+
+class IBertClassificationHead(nn.Module):
+    """RoBERTa's classifier on the first token (float): dropout, dense, tanh, dropout, out_proj."""
+
+    def __init__(self, config: IBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        x = torch.tanh(self.dense(self.dropout(hidden[:, 0])))  # (B, H)
+        return self.out_proj(self.dropout(x))
+
+
+class IBertForSequenceClassification(nn.Module):
+    """Returns logits (B, num_labels)."""
+
+    def __init__(self, config: IBertConfig):
+        super().__init__()
+        self.config = config
+        self.ibert = IBertModel(config, add_pooling_layer=False)
+        self.classifier = IBertClassificationHead(config)
+        _init_ibert_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        return self.classifier(self.ibert(input_ids, attention_mask, token_type_ids))
+
+
+class IBertLMHead(nn.Module):
+    """RoBERTa's MLM head (float): dense, gelu, LayerNorm, decoder tied to the word embeddings, bias."""
+
+    def __init__(self, config: IBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.layer_norm(F.gelu(self.dense(hidden))), word_embeddings, self.bias)
+
+
+class IBertForMaskedLM(nn.Module):
+    """Returns logits (B, S, V), or (N, V) at mlm_mask."""
+
+    def __init__(self, config: IBertConfig):
+        super().__init__()
+        self.config = config
+        self.ibert = IBertModel(config, add_pooling_layer=False)
+        self.lm_head = IBertLMHead(config)
+        _init_ibert_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, mlm_mask=None) -> torch.Tensor:
+        hidden = self.ibert(input_ids, attention_mask, token_type_ids)
+        return self.lm_head(select_masked(hidden, mlm_mask), self.ibert.embeddings.word_embeddings.weight)
+
+
+HEADS = {
+    "base": IBertModel,
+    "sequence_classification": IBertForSequenceClassification,
+    "masked_lm": IBertForMaskedLM,
+}
+BASE_PREFIX = "ibert."  # a head model's encoder; tensors of transformers' tied decoder are ignored on load
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, batches: Iterable[dict]) -> None:
+    """Set the activation ranges (EMA) and LayerNorm shifts from batches, without dropout or gradients.
+
+    The ranges move in train mode only, so this runs train mode with every dropout off; the model comes
+    back in eval mode. Each batch is a dict of model inputs (input_ids, attention_mask, token_type_ids).
+    """
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.eval()
+    for batch in batches:
+        model(**batch)
+    model.eval()
+
+
+# ---- Hugging Face format: config.json + model.safetensors; our names are transformers' names. ----
+
+def _read_config(directory: Path) -> dict:
+    path = directory / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{directory}: no config.json (not a Hugging Face model directory)")
+    return json.loads(path.read_text())
+
+
+def _read_tensors(directory: Path) -> dict[str, torch.Tensor]:
+    path = directory / "model.safetensors"
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file (only model.safetensors is read, never pickled .bin files)")
+    return safetensors.torch.load_file(path)
+
+
+def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> None:
+    """Write config.json and model.safetensors that transformers' IBert* from_pretrained loads."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {**model.config.to_hf_dict(), "architectures": [type(model).__name__]}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    safetensors.torch.save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> list[str]:
+    """Copy tensors named as in transformers into `model`; a base model's file loads into a head and back.
+
+    Returns the names of head tensors the file lacks (left freshly initialised); a missing encoder tensor
+    or a shape mismatch is an error.
+    """
+    tensors = {k.removeprefix(BASE_PREFIX): v for k, v in tensors.items()}
+    state = model.state_dict()
+    missing = []
+    with torch.no_grad():
+        for name, ours in state.items():
+            key = name.removeprefix(BASE_PREFIX)
+            if key not in tensors:
+                missing.append(name)
+                continue
+            if tensors[key].shape != ours.shape:
+                raise ValueError(f"{source}: tensor {key} has shape {tuple(tensors[key].shape)}, "
+                                 f"the model expects {tuple(ours.shape)} (check config.json)")
+            ours.copy_(tensors[key])
+    broken = [n for n in missing if n.removeprefix(BASE_PREFIX).startswith(("embeddings.", "encoder."))]
+    if broken:
+        raise ValueError(f"{source}: no tensor for {', '.join(broken[:5])}{' ...' if len(broken) > 5 else ''}"
+                         f" (is this a {type(model).__name__} checkpoint?)")
+    if missing:
+        logger.warning("%s: newly initialised (not in %s): %s", type(model).__name__, source, ", ".join(missing))
+    return missing
+
+
+def from_pretrained(directory: str | os.PathLike, head: str = "base", **config_overrides) -> nn.Module:
+    """Build the `head` model from an I-BERT config.json and load its model.safetensors.
+
+    config_overrides replace config fields (e.g. quant_mode=True to start QAT from a float checkpoint).
+    """
+    directory = Path(directory)
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r} for ibert; valid: {', '.join(HEADS)}")
+    hf_config = _read_config(directory)
+    if hf_config.get("model_type") != "ibert":
+        raise ValueError(f"{directory / 'config.json'}: model_type {hf_config.get('model_type')!r}, "
+                         "expected 'ibert' (for BERT/ELECTRA/RoBERTa use ibert_from_float_pretrained)")
+    config = dataclasses.replace(IBertConfig.from_hf_dict(hf_config), **config_overrides)
+    model = HEADS[head](config)
+    load_state(model, _read_tensors(directory), str(directory / "model.safetensors"))
+    return model.eval()
+
+
+# ---- From a float BERT / ELECTRA / RoBERTa (same layer structure) to an I-BERT QAT model. ----
+
+# Head tensors by source model_type and our head: source name -> ours. ELECTRA's classifier is not mapped:
+# its activation is gelu where RoBERTa's (I-BERT's) is tanh, so it starts fresh.
+_FLOAT_HEADS = {
+    ("bert", "sequence_classification"): {"bert.pooler.dense": "classifier.dense",
+                                          "classifier": "classifier.out_proj"},
+    ("bert", "masked_lm"): {"cls.predictions.transform.dense": "lm_head.dense",
+                            "cls.predictions.transform.LayerNorm": "lm_head.layer_norm",
+                            "cls.predictions": "lm_head"},
+    ("electra", "masked_lm"): {"generator_predictions.dense": "lm_head.dense",
+                               "generator_predictions.LayerNorm": "lm_head.layer_norm",
+                               "generator_lm_head": "lm_head"},
+    ("roberta", "sequence_classification"): {"classifier": "classifier"},
+    ("roberta", "masked_lm"): {"lm_head": "lm_head"},
+}
+
+
+def _rename_head(name: str, table: dict[str, str]) -> str | None:
+    """The name under the table's module path that starts `name`, or None."""
+    for source, ours in table.items():
+        if name.startswith(source + "."):
+            return ours + name.removeprefix(source)
+    return None
+
+
+def ibert_from_float_pretrained(directory: str | os.PathLike, head: str = "base", quant_mode: bool = True,
+                                force_dequant: str = "none") -> tuple[nn.Module, list[str]]:
+    """An I-BERT model with the weights of a float BERT, ELECTRA or RoBERTa in Hugging Face format.
+
+    `directory` holds config.json (model_type bert, electra or roberta; hidden_act gelu; for ELECTRA
+    embedding_size == hidden_size, since I-BERT has no embedding projection) and model.safetensors with
+    transformers' names (as our hf_format.save_pretrained writes them). Encoder weights map one to one;
+    BERT/ELECTRA positions count from 0, I-BERT's (RoBERTa's) from pad_token_id + 1, so the position table
+    is shifted. Heads: BERT's pooler + classifier become RoBERTa's classifier dense + out_proj (equal in
+    eval); MLM heads map; ELECTRA's classifier does not (see _FLOAT_HEADS).
+
+    Returns (model, names of the tensors left freshly initialised). The activation ranges are not set:
+    run `calibrate` or quantization-aware fine-tuning before using the model in eval mode.
+    """
+    directory = Path(directory)
+    src = _read_config(directory)
+    model_type = src.get("model_type")
+    if model_type not in ("bert", "electra", "roberta"):
+        raise ValueError(f"{directory / 'config.json'}: model_type {model_type!r}; "
+                         "expected bert, electra or roberta")
+    if src.get("embedding_size", src["hidden_size"]) != src["hidden_size"]:
+        raise ValueError(f"{directory}: embedding_size {src['embedding_size']} != hidden_size "
+                         f"{src['hidden_size']}; I-BERT has no embedding projection")
+    pad = src.get("pad_token_id", 0)
+    offset = 0 if model_type == "roberta" else pad + 1
+    config = IBertConfig.from_hf_dict({**src, "pad_token_id": pad, "quant_mode": quant_mode,
+                                       "force_dequant": force_dequant,
+                                       "max_position_embeddings": src["max_position_embeddings"] + offset})
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
+    model = HEADS[head](config)
+    head_table = _FLOAT_HEADS.get((model_type, head), {})
+    tensors = {}
+    for name, tensor in _read_tensors(directory).items():
+        renamed = _rename_head(name, head_table)
+        if renamed is not None:
+            tensors[renamed] = tensor
+        elif name.removeprefix(f"{model_type}.").startswith(("embeddings.", "encoder.", "pooler.")):
+            tensors[name.removeprefix(f"{model_type}.")] = tensor
+    positions = tensors["embeddings.position_embeddings.weight"]
+    tensors["embeddings.position_embeddings.weight"] = torch.cat([positions.new_zeros(offset, positions.shape[1]),
+                                                                  positions])
+    for name, buffer in model.named_buffers():  # a float checkpoint has no ranges or integer copies
+        tensors.setdefault(name.removeprefix(BASE_PREFIX), buffer)
+    missing = load_state(model, tensors, str(directory / "model.safetensors"))
+    return model, missing
