@@ -1,0 +1,366 @@
+"""Integer-only I-BERT inference: `export_integer_model` turns a QAT model (ibert.py, quant_mode=True, ranges
+calibrated) into an `IntegerIBert` whose tensors are integers and whose forward uses integer arithmetic only.
+
+- GEMMs: int8 x int8 -> int32 with `torch._int_mm` (one for q/k/v together, one per head for the
+  attention products). Attention probabilities are 8-bit unsigned (0..255); they enter the int8 GEMM as
+  p - 128, and 128 * sum(v) is added back.
+- Requantization: round(v * m / 2^e) with integer m, e (fixed-point), rounding half up. m keeps 31 bits
+  as I-BERT's, fewer where |v| * m could leave int64 (the bound is known at export).
+- i-GELU, i-softmax and integer LayerNorm as in quant/modules.py, with the constants modules.py derives;
+  the LayerNorm's square root by Newton's method on integers.
+- Embeddings: int8 tables; the classifier head (float in I-BERT) runs on 16-bit weights with a lookup
+  table for tanh, and only its logits are turned into floats, at the very end.
+
+The elementwise chains between GEMMs are plain functions of integer tensors (`ops.py`); torch.compile
+fuses each into one pass over memory when a C++ compiler is present, else they run eagerly, with the
+same results. `save` / `load` use safetensors: integer tensors plus a JSON description of the shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import safetensors
+import safetensors.torch
+import torch
+from torch import nn
+
+from ..ibert import IBertModel, IBertResidualOutput, position_ids
+from . import int_ops
+from .modules import QuantAct, QuantLinear, fixed_point_multiplier
+
+FORMAT = "encoderkit-integer-ibert"
+HEAD_WEIGHT_BITS = 16  # the float classifier head of I-BERT runs on 16-bit weights here
+TANH_STEP_BITS = 11  # tanh's table covers [-16, 16) in steps of 2^-11 (65536 entries)
+TANH_ONE = 2**15 - 1  # tanh's output scale is 1 / TANH_ONE
+
+
+# ---- Export: constants from the QAT model, computed in float32 as its forward computes them. ----
+
+def _ratio(pre_scale: torch.Tensor, out_scale: torch.Tensor) -> torch.Tensor:
+    """The rescale factor of a requantization, as transformers' FixedPointMul forms it (float64)."""
+    return pre_scale.double() / out_scale.float().double()
+
+
+def _fixed_point(ratio: torch.Tensor, bound: float, prefix: str, max_e: int = 63) -> dict[str, torch.Tensor]:
+    """{prefix_m, prefix_e}: ratio ~ m / 2^e, with |v * m| < 2^62 for every |v| <= bound, 1 <= e <= max_e."""
+    bits = min(31, 62 - int(bound).bit_length())
+    if bits < 16:
+        raise ValueError(f"{prefix}: values up to {bound:.3g} leave {bits} bits for the fixed-point multiplier")
+    m, e = fixed_point_multiplier(ratio.reshape(-1) if ratio.numel() > 1 else ratio.reshape(()), bits)
+    if (e < 1).any() or (e > max_e).any():
+        raise ValueError(f"{prefix}: rescale factors in [{ratio.min().item():.3g}, {ratio.max().item():.3g}] "
+                         "do not fit a fixed-point multiplier")
+    return {f"{prefix}_m": m.long(), f"{prefix}_e": e.long()}
+
+
+def _rescale(true_scale: torch.Tensor, told_scale: torch.Tensor, bound: float) -> dict[str, torch.Tensor]:
+    """A fixed-point rescale from an input's true scale to the one its layer was told, if they differ."""
+    if torch.equal(true_scale, told_scale):
+        return {}
+    return _fixed_point(_ratio(true_scale, told_scale), bound, "rescale")
+
+
+def _linear(linear: QuantLinear, in_scale: torch.Tensor) -> tuple[dict, torch.Tensor, float]:
+    """int8 weight, int32 bias, the accumulator's scale (per channel), a bound on |accumulator + bias|."""
+    w_int, w_scale = linear.quantized_weight()
+    bias_scale = w_scale * in_scale
+    b_int = linear.quantized_bias(bias_scale)
+    bound = linear.in_features * 128 * 128 + b_int.abs().max().item()
+    return {"weight": w_int.to(torch.int8), "bias": b_int.to(torch.int32)}, bias_scale, bound
+
+
+def _calibrated_scale(act: QuantAct, name: str) -> torch.Tensor:
+    if act.x_min.item() > -1.1e-5 and act.x_max.item() < 1.1e-5:  # QuantAct's "no range yet"
+        raise ValueError(f"{name} has no activation range: calibrate the model (ibert.calibrate) or "
+                         "fine-tune it with quant_mode=True before exporting")
+    return act.scale()
+
+
+def _layernorm(norm, out_act: QuantAct, next_act: QuantAct | None, name: str):
+    """Tensors of IntLayerNorm + its 8-bit requantization (+ the next QuantAct); the final scale."""
+    bias_int, scale = norm.bias_constants()
+    out_scale = _calibrated_scale(out_act, f"{name}.output_activation")
+    tensors = {"shift": norm.shift.long().reshape(()), "ln_bias": bias_int.long(),
+               **_fixed_point(_ratio(scale, out_scale), 2**31 + bias_int.abs().max().item(), "out")}
+    if next_act is not None:
+        next_scale = _calibrated_scale(next_act, name)
+        tensors |= _fixed_point(_ratio(out_scale, next_scale), 128, "next")
+        out_scale = next_scale
+    return tensors, out_scale
+
+
+def _export_embeddings(emb) -> tuple[dict, torch.Tensor]:
+    tables = {}
+    sum_scale = _calibrated_scale(emb.embeddings_act1, "embeddings.embeddings_act1")
+    for name, table in (("word", emb.word_embeddings), ("type", emb.token_type_embeddings),
+                        ("position", emb.position_embeddings)):
+        w_int, w_scale = table.quantized_weight()
+        tables[f"{name}_table"] = w_int.to(torch.int8)
+        tables |= _fixed_point(_ratio(w_scale, sum_scale), 128, name)
+    ln, scale = _layernorm(emb.LayerNorm, emb.output_activation, None, "embeddings")
+    return tables | ln, scale
+
+
+def _export_residual(block: IBertResidualOutput, in_scale, residual_scale, told_scale, next_act, name):
+    """dense + residual (told_scale: the residual's scale as the layer was told) -> LayerNorm -> int8."""
+    dense, acc_scale, bound = _linear(block.dense, in_scale)
+    sum_scale = _calibrated_scale(block.ln_input_act, f"{name}.ln_input_act")
+    tensors = {**dense, **_fixed_point(_ratio(acc_scale, sum_scale), bound, "acc"),
+               **_rescale(residual_scale, told_scale, 128),
+               **_fixed_point(_ratio(told_scale, sum_scale), 2**16, "residual")}
+    ln, out_scale = _layernorm(block.LayerNorm, block.output_activation, next_act, name)
+    return tensors | ln, out_scale
+
+
+def _export_layer(layer, in_scale: torch.Tensor, told_scale: torch.Tensor, name: str):
+    attn = layer.attention.self
+    tensors, qkv_scales = {}, []
+    weights, biases, multipliers = [], [], []
+    rescale = max(1.0, (in_scale / told_scale).item())
+    for proj, act in ((attn.query, attn.query_activation), (attn.key, attn.key_activation),
+                      (attn.value, attn.value_activation)):
+        linear, acc_scale, bound = _linear(proj, told_scale)
+        out_scale = _calibrated_scale(act, f"{name}.attention.self")
+        qkv_scales.append(out_scale)
+        weights.append(linear["weight"])
+        biases.append(linear["bias"])
+        multipliers.append(_fixed_point(_ratio(acc_scale, out_scale), bound * rescale, "qkv"))
+    tensors["qkv_weight"] = torch.cat(weights)
+    tensors["qkv_bias"] = torch.cat(biases)
+    tensors |= {k: torch.cat([mult[k] for mult in multipliers]) for k in ("qkv_m", "qkv_e")}
+    tensors |= {f"qkv_{k}": v for k, v in _rescale(in_scale, told_scale, bound).items()}
+
+    q_scale, k_scale, v_scale = qkv_scales
+    scores_scale = q_scale * k_scale / (attn.head_size ** 0.5)
+    x0, b, c = (t.long().reshape(()) for t in attn.softmax.exp_constants(scores_scale))
+    exp_scale = _calibrated_scale(attn.softmax.act, f"{name}.attention.self.softmax.act")
+    exp_bound = c.abs() + x0.abs() * (x0.abs() + b.abs())
+    softmax = {"softmax_x0": x0, "softmax_b": b, "softmax_c": c,
+               **_fixed_point(_ratio(torch.ones_like(exp_scale), exp_scale), exp_bound.item(), "softmax",
+                              max_e=63 + int_ops.EXP_SHIFT)}
+    _check_probabilities_fit_uint8(softmax)
+    tensors |= softmax
+    context_scale = _calibrated_scale(attn.output_activation, f"{name}.attention.self.output_activation")
+    tensors |= _fixed_point(_ratio(v_scale / 2**8, context_scale), 2**32, "context")
+
+    attention_out, a_scale = _export_residual(layer.attention.output, context_scale, in_scale, told_scale,
+                                              layer.pre_intermediate_act, f"{name}.attention.output")
+    ffn, acc_scale, bound = _linear(layer.intermediate.dense, a_scale)
+    gelu = layer.intermediate.intermediate_act_fn
+    erf_b, erf_c = gelu.erf_constants(acc_scale / gelu.k)
+    one, gelu_scale = gelu.output_constants(acc_scale)
+    g_scale = _calibrated_scale(layer.intermediate.output_activation, f"{name}.intermediate.output_activation")
+    erf_bound = (erf_b.abs().max() ** 2 + erf_c.abs().max()).item() / 2**14 + one.abs().max().item() + 1
+    ffn_in = {**ffn, "erf_b": erf_b.long(), "erf_c": erf_c.long(), "erf_one": one.long(),
+              **_fixed_point(_ratio(gelu_scale, g_scale), bound * erf_bound, "gelu")}
+    next_scale = _calibrated_scale(layer.pre_output_act, f"{name}.pre_output_act")
+    ffn_in |= _fixed_point(_ratio(g_scale, next_scale), 128, "next")
+    ffn_out, out_scale = _export_residual(layer.output, next_scale, a_scale, a_scale, None, f"{name}.output")
+    return {**_prefixed(tensors, "attention."), **_prefixed(attention_out, "attention_output."),
+            **_prefixed(ffn_in, "ffn_in."), **_prefixed(ffn_out, "ffn_out.")}, out_scale
+
+
+def _check_probabilities_fit_uint8(softmax: dict[str, torch.Tensor]) -> None:
+    """A probability reaches 256 (not 8-bit unsigned) only if one exponential is the whole row's sum and
+    divides 2^32, i.e. the largest one (at x = 0, the constant c) requantizes to a power of two."""
+    e_max = int_ops.saturate(int_ops.fixed_mul(softmax["softmax_c"], softmax["softmax_m"],
+                                               softmax["softmax_e"] - int_ops.EXP_SHIFT), 16).item()
+    if e_max <= 0 or (e_max & (e_max - 1)) == 0:
+        raise ValueError(f"softmax: the largest 16-bit exponential is {e_max}; probabilities would not fit "
+                         "8 bits (recalibrate)")
+
+
+def _export_classifier(head, in_scale: torch.Tensor) -> dict[str, torch.Tensor]:
+    """RoBERTa's head on 16-bit weights: dense -> tanh (table) -> out_proj -> float logits at the end."""
+    tensors = {}
+    scale = in_scale.double()
+    one = 2 ** (HEAD_WEIGHT_BITS - 1) - 1
+    for name, linear in (("dense", head.dense), ("out_proj", head.out_proj)):
+        w = linear.weight.detach().double()
+        w_scale = w.abs().amax(dim=1).clamp(min=1e-12) / one
+        acc_scale = w_scale * scale
+        tensors[f"{name}_weight"] = torch.round(w / w_scale[:, None]).long()
+        tensors[f"{name}_bias"] = torch.round(linear.bias.detach().double() / acc_scale).long()
+        scale = acc_scale
+        if name == "dense":
+            bound = linear.in_features * 128 * one + tensors["dense_bias"].abs().max().item()
+            tensors |= _fixed_point(scale * 2**TANH_STEP_BITS, bound, "tanh_in")
+            grid = torch.arange(-(2**15), 2**15, dtype=torch.float64) / 2**TANH_STEP_BITS
+            tensors["tanh_table"] = torch.round(torch.tanh(grid) * TANH_ONE).long()
+            scale = torch.tensor(1 / TANH_ONE, dtype=torch.float64)
+    tensors["logit_scale"] = scale  # the only float: logits = accumulator * logit_scale, at the very end
+    return tensors
+
+
+def _prefixed(tensors: dict, prefix: str) -> dict:
+    return {prefix + k: v for k, v in tensors.items()}
+
+
+def _sub(tensors: dict, prefix: str) -> dict:
+    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+@torch.no_grad()
+def export_integer_model(model: nn.Module) -> IntegerIBert:
+    """The integer-only version of an I-BERT QAT model (IBertModel or IBertForSequenceClassification with
+    quant_mode=True, force_dequant='none', activation ranges calibrated)."""
+    base = model if isinstance(model, IBertModel) else getattr(model, "ibert", None)
+    head = getattr(model, "classifier", None)
+    if not isinstance(base, IBertModel) or (base is not model and head is None):
+        raise TypeError(f"{type(model).__name__}: only IBertModel and IBertForSequenceClassification export")
+    config = base.config
+    if not config.quant_mode or config.force_dequant != "none":
+        raise ValueError("only a model with quant_mode=True and force_dequant='none' is integer-only "
+                         f"(quant_mode={config.quant_mode}, force_dequant={config.force_dequant!r})")
+    tensors, emb_scale = _export_embeddings(base.embeddings)
+    tensors = _prefixed(tensors, "embeddings.")
+    scale = emb_scale
+    for i, layer in enumerate(base.encoder.layer):
+        layer_tensors, scale = _export_layer(layer, scale, emb_scale, f"encoder.layer.{i}")
+        tensors |= _prefixed(layer_tensors, f"layers.{i}.")
+    spec = {"format": FORMAT, "version": 1, "hidden_size": config.hidden_size,
+            "num_hidden_layers": config.num_hidden_layers, "num_attention_heads": config.num_attention_heads,
+            "intermediate_size": config.intermediate_size, "pad_token_id": config.pad_token_id,
+            "head": "base" if head is None else "sequence_classification"}
+    if head is None:
+        spec["output_scale"] = scale.item()
+    else:
+        tensors |= _prefixed(_export_classifier(head, scale), "classifier.")
+    return IntegerIBert(spec, tensors)
+
+
+# ---- The integer model. ----
+
+class _Tensors(nn.Module):
+    """Named integer tensors, held as buffers so that state_dict (and the safetensors file) has them."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        super().__init__()
+        for name, tensor in tensors.items():
+            self.register_buffer(name, tensor)
+
+    def get(self, name: str) -> torch.Tensor | None:
+        return self._buffers.get(name)
+
+
+def _chain(fn, fuse: bool):
+    return int_ops.fused(fn) if fuse else fn
+
+
+def _residual_layernorm(block: _Tensors, acc, residual, fuse: bool) -> torch.Tensor:
+    t = block
+    return _chain(int_ops.residual_layernorm, fuse)(
+        acc, t.bias, t.acc_m, t.acc_e, residual, t.residual_m, t.residual_e, t.shift, t.ln_bias, t.out_m,
+        t.out_e, t.get("next_m"), t.get("next_e"), t.get("rescale_m"), t.get("rescale_e"))
+
+
+def _int_linear(x: torch.Tensor, block: _Tensors) -> torch.Tensor:
+    """int8 (T, K) @ int8 weight (N, K)^T -> int32 (T, N), without the bias (the chains add it)."""
+    return torch._int_mm(x, block.weight.t())
+
+
+class IntegerLayer(nn.Module):
+    def __init__(self, tensors: dict[str, torch.Tensor], num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.attention = _Tensors(_sub(tensors, "attention."))
+        self.attention_output = _Tensors(_sub(tensors, "attention_output."))
+        self.ffn_in = _Tensors(_sub(tensors, "ffn_in."))
+        self.ffn_out = _Tensors(_sub(tensors, "ffn_out."))
+
+    def forward(self, h: torch.Tensor, batch: int, mask: torch.Tensor | None, fuse: bool) -> torch.Tensor:
+        """h: int8 (B * S, H) -> int8 (B * S, H)."""
+        a = self.attention
+        (T, H), nh = h.shape, self.num_heads
+        S, hs = T // batch, H // nh
+        qkv = _chain(int_ops.qkv_requant, fuse)(torch._int_mm(h, a.qkv_weight.t()), a.qkv_bias, a.qkv_m,
+                                                a.qkv_e, a.get("qkv_rescale_m"), a.get("qkv_rescale_e"))
+        q, k, v = qkv.view(batch, S, 3, nh, hs).unbind(2)  # (B, S, nh, hs) each
+        scores = torch.empty(batch, nh, S, S, dtype=torch.int32)
+        for b in range(batch):
+            for i in range(nh):
+                torch._int_mm(q[b, :, i], k[b, :, i].t(), out=scores[b, i])
+        probs = _chain(int_ops.softmax, fuse)(scores, mask, a.softmax_x0, a.softmax_b, a.softmax_c,
+                                              a.softmax_m, a.softmax_e)
+        context = torch.empty(batch, nh, S, hs, dtype=torch.int32)
+        for b in range(batch):
+            for i in range(nh):
+                torch._int_mm(probs[b, i], v[b, :, i], out=context[b, i])
+        context = _chain(int_ops.context_requant, fuse)(context, v.sum(1, dtype=torch.int32), a.context_m,
+                                                        a.context_e)
+        x = _residual_layernorm(self.attention_output, _int_linear(context, self.attention_output), h, fuse)
+        f = self.ffn_in
+        g = _chain(int_ops.gelu_requant, fuse)(_int_linear(x, f), f.bias, f.erf_b, f.erf_c, f.erf_one,
+                                               f.gelu_m, f.gelu_e, f.next_m, f.next_e)
+        return _residual_layernorm(self.ffn_out, _int_linear(g, self.ffn_out), x, fuse)
+
+
+class IntegerClassifier(_Tensors):
+    """dense (16-bit weights) -> tanh by table -> out_proj (16-bit weights) -> logits as floats."""
+
+    def forward(self, cls: torch.Tensor) -> torch.Tensor:
+        acc = cls.long() @ self.dense_weight.t() + self.dense_bias
+        grid = int_ops.fixed_mul(acc, self.tanh_in_m, self.tanh_in_e).clamp(-(2**15), 2**15 - 1)
+        tanh = self.tanh_table[grid + 2**15]
+        logits = tanh @ self.out_proj_weight.t() + self.out_proj_bias
+        return (logits.double() * self.logit_scale).float()
+
+
+class IntegerIBert(nn.Module):
+    """Integer-only I-BERT. forward(input_ids, attention_mask=None, token_type_ids=None) returns float logits
+    (B, num_labels) for a classifier, int8 hidden states (B, S, H) (times `output_scale`) for a base model.
+
+    `fuse` (default True) runs the elementwise chains torch.compile'd; False runs them eagerly.
+    """
+
+    def __init__(self, spec: dict, tensors: dict[str, torch.Tensor]):
+        super().__init__()
+        if spec.get("format") != FORMAT:
+            raise ValueError(f"not an integer I-BERT ({FORMAT}) description: {spec.get('format')!r}")
+        self.spec = spec
+        self.fuse = True
+        self.embeddings = _Tensors(_sub(tensors, "embeddings."))
+        self.layers = nn.ModuleList(IntegerLayer(_sub(tensors, f"layers.{i}."), spec["num_attention_heads"])
+                                    for i in range(spec["num_hidden_layers"]))
+        self.classifier = (IntegerClassifier(_sub(tensors, "classifier."))
+                           if spec["head"] == "sequence_classification" else None)
+
+    @property
+    def output_scale(self) -> float | None:
+        return self.spec.get("output_scale")
+
+    @torch.no_grad()
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        B, S = input_ids.shape
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        e = self.embeddings
+        positions = position_ids(input_ids, self.spec["pad_token_id"])
+        h = _chain(int_ops.embed, self.fuse)(
+            e.word_table[input_ids.reshape(-1)], e.type_table[token_type_ids.reshape(-1)],
+            e.position_table[positions.reshape(-1)], e.word_m, e.word_e, e.type_m, e.type_e, e.position_m,
+            e.position_e, e.shift, e.ln_bias, e.out_m, e.out_e)
+        mask = None if attention_mask is None else (attention_mask == 0).long()[:, None, None, :] * int_ops.MASKED
+        for layer in self.layers:
+            h = layer(h, B, mask, self.fuse)
+        h = h.view(B, S, -1)
+        return h if self.classifier is None else self.classifier(h[:, 0])
+
+    def save(self, path: str | os.PathLike) -> None:
+        """One safetensors file: the integer tensors, and the shapes as JSON in its metadata."""
+        tensors = {k: v.contiguous() for k, v in self.state_dict().items()}
+        safetensors.torch.save_file(tensors, str(path), metadata={FORMAT: json.dumps(self.spec)})
+
+
+def load_integer_model(path: str | os.PathLike) -> IntegerIBert:
+    """Read what IntegerIBert.save wrote; needs neither the float nor the QAT model."""
+    path = Path(path)
+    with safetensors.safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata() or {}
+        if FORMAT not in metadata:
+            raise ValueError(f"{path}: not an integer I-BERT file (no {FORMAT} metadata)")
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iteration)
+    return IntegerIBert(json.loads(metadata[FORMAT]), tensors)

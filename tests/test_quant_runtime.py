@@ -1,0 +1,174 @@
+"""The integer-only I-BERT: parity with the QAT model it was exported from, fused == eager, save/load,
+no float arithmetic (and no float GEMM) on the integer path, the integer helpers."""
+
+import math
+
+import pytest
+import safetensors
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from encoderkit.models import ibert
+from encoderkit.models.quant import int_ops, runtime
+
+TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=40)
+LOGITS_ATOL = 5e-4  # the classifier head (float in I-BERT) runs on 16-bit weights and a tanh table
+
+
+def randomize(model, std, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("LayerNorm.weight"):
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_((std if p.dim() == 2 else 0.2) * torch.randn(p.shape, generator=g))
+    return model
+
+
+def batch(seed, size=(3, 12)):
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(3, 99, size, generator=g)
+    attention_mask = torch.ones(size, dtype=torch.long)
+    if size[0] > 2:
+        attention_mask[1, size[1] * 2 // 3:] = 0
+        attention_mask[2, 3:] = 0
+    input_ids[attention_mask == 0] = 1
+    token_type_ids = (torch.arange(size[1]) >= size[1] // 2).long().expand(size)
+    return dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+
+
+def qat_model(head="sequence_classification", std=0.2):
+    config = ibert.IBertConfig(**TINY, quant_mode=True, num_labels=3)
+    model = randomize(ibert.HEADS[head](config), std)
+    ibert.calibrate(model, [batch(100 + i) for i in range(4)])
+    return model
+
+
+def eager(model):
+    model.fuse = False
+    return model
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return qat_model()
+
+
+@pytest.mark.parametrize("std", [0.2, 0.02], ids=["weights-0.2", "weights-0.02"])
+@pytest.mark.parametrize("size", [(3, 12), (1, 5)], ids=["3x12-padded", "1x5"])
+def test_integer_model_matches_the_qat_model(std, size):
+    """Tolerance: the encoder's int8 outputs are equal to the QAT model's integers (every token that is not
+    padding); logits within LOGITS_ATOL. std 0.02 gives attention scores a scale below 4e-5 (where
+    transformers' softmax overflows float32)."""
+    qat = qat_model(std=std)
+    inputs = batch(7, size)
+    integer = eager(runtime.export_integer_model(qat))
+    with torch.no_grad():
+        expected_logits = qat(**inputs)
+    torch.testing.assert_close(integer(**inputs), expected_logits, atol=LOGITS_ATOL, rtol=0)
+
+    base = eager(runtime.export_integer_model(qat.ibert))
+    hidden = base(**inputs)
+    assert hidden.dtype == torch.int8
+    with torch.no_grad():
+        expected = torch.round(qat.ibert(**inputs) / base.output_scale)
+    valid = inputs["attention_mask"].bool()
+    assert torch.equal(hidden[valid].float(), expected[valid])
+
+
+@pytest.mark.slow
+def test_fused_chains_compute_the_same_integers(classifier):
+    """torch.compile'd chains (one C++ loop nest each) against eager torch: identical integers."""
+    inputs = batch(8)
+    integer = runtime.export_integer_model(classifier)
+    assert integer.fuse
+    fused = integer(**inputs)
+    assert torch.equal(fused, eager(integer)(**inputs))
+
+
+def test_save_load_round_trip_needs_no_float_model(tmp_path, classifier):
+    integer = eager(runtime.export_integer_model(classifier))
+    integer.save(tmp_path / "model.safetensors")
+    with safetensors.safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
+        dtypes = {k: f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118
+    floats = [k for k, dtype in dtypes.items() if dtype.is_floating_point]
+    assert floats == ["classifier.logit_scale"]  # the final dequantization, nothing else
+    assert dtypes["layers.0.attention.qkv_weight"] == torch.int8
+    assert dtypes["layers.0.attention.qkv_bias"] == torch.int32
+    loaded = eager(runtime.load_integer_model(tmp_path / "model.safetensors"))
+    inputs = batch(9)
+    assert torch.equal(loaded(**inputs), integer(**inputs))
+
+
+class _RecordOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        tensors = [a for a in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
+        self.ops.append((func.overloadpacket.__name__, {t.dtype for t in tensors}))
+        return func(*args, **(kwargs or {}))
+
+
+def test_integer_path_has_no_float_arithmetic(classifier):
+    integer = eager(runtime.export_integer_model(classifier))
+    inputs = batch(10)
+    with _RecordOps() as recorder:
+        integer(**inputs)
+    with_floats = [(op, dtypes) for op, dtypes in recorder.ops if any(d.is_floating_point for d in dtypes)]
+    # only the last two ops see a float: logits * logit_scale (float64) and the cast to float32
+    assert [op for op, _ in with_floats] == ["mul", "_to_copy"]
+    assert [op for op, _ in recorder.ops[-2:]] == ["mul", "_to_copy"]
+    gemms = [(op, dtypes) for op, dtypes in recorder.ops if op in ("_int_mm", "mm", "addmm", "bmm", "matmul")]
+    assert all(dtypes <= {torch.int8, torch.int32, torch.int64} for _, dtypes in gemms)
+    B, nh, layers = 3, 4, 2
+    assert sum(op == "_int_mm" for op, _ in gemms) == layers * (4 + 2 * B * nh)
+    assert all(torch.int8 in dtypes and dtypes <= {torch.int8, torch.int32} for op, dtypes in gemms
+               if op == "_int_mm")
+
+
+def test_export_needs_quant_mode_calibration_and_an_integer_head():
+    config = ibert.IBertConfig(**TINY, quant_mode=True)
+    with pytest.raises(ValueError, match="calibrate"):
+        runtime.export_integer_model(ibert.IBertForSequenceClassification(config))
+    with pytest.raises(ValueError, match="force_dequant"):
+        runtime.export_integer_model(ibert.IBertModel(ibert.IBertConfig(**TINY, quant_mode=True,
+                                                                        force_dequant="gelu")))
+    with pytest.raises(ValueError, match="quant_mode"):
+        runtime.export_integer_model(ibert.IBertModel(ibert.IBertConfig(**TINY)))
+    with pytest.raises(TypeError, match="IBertForMaskedLM"):
+        runtime.export_integer_model(ibert.IBertForMaskedLM(config))
+
+
+def test_isqrt_is_exact():
+    g = torch.Generator().manual_seed(0)
+    n = torch.cat([torch.arange(0, 1000), torch.randint(0, 2**62, (5000,), generator=g),
+                   torch.tensor([2**32 - 1, 2**32, 2**62 - 1, (2**31 - 1) ** 2, 2**31 * 2**31 - 1])])
+    expected = torch.tensor([math.isqrt(v) for v in n.tolist()])
+    assert torch.equal(int_ops.isqrt(n), expected)
+
+
+def test_round_div_rounds_half_to_even_like_torch_round():
+    s = torch.arange(-5000, 5000)
+    for n in (768, 32, 7):
+        assert torch.equal(int_ops.round_div(s, n), torch.round(s.double() / n).long())
+
+
+def test_fixed_mul_rounds_half_up_exactly():
+    g = torch.Generator().manual_seed(0)
+    v = torch.randint(-(2**30), 2**30, (2000,), generator=g)
+    m = torch.randint(2**30, 2**31, (2000,), generator=g)
+    e = torch.randint(1, 32, (2000,), generator=g)
+    exact = [(a * b + (1 << (c - 1))) >> c  # Python integers: floor(a * b / 2^c + 1/2)
+             for a, b, c in zip(v.tolist(), m.tolist(), e.tolist(), strict=True)]
+    assert int_ops.fixed_mul(v, m, e).tolist() == exact
+
+
+def test_int_mm_takes_any_shape_on_cpu():
+    """No padding: on CPU, torch._int_mm has none of CUDA's constraints (rows > 16, multiples of 8)."""
+    a = torch.randint(-128, 128, (3, 7), dtype=torch.int8)
+    b = torch.randint(-128, 128, (7, 5), dtype=torch.int8)
+    assert torch.equal(torch._int_mm(a, b), (a.long() @ b.long()).int())
