@@ -19,8 +19,10 @@ app = typer.Typer(
 )
 tokenizer_app = typer.Typer(help="Train SentencePiece tokenizers.", no_args_is_help=True)
 recipes_app = typer.Typer(help="List, show and validate recipes.", no_args_is_help=True)
+finetune_app = typer.Typer(help="Fine-tune a pretrained encoder on downstream tasks.", no_args_is_help=True)
 app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(recipes_app, name="recipes")
+app.add_typer(finetune_app, name="finetune")
 
 OVERRIDES = typer.Argument(None, help="Dotted overrides such as train.max_steps=100 output.dir=runs/x.")
 
@@ -90,31 +92,60 @@ def tokenizer_train(
     typer.echo(f"wrote {out / 'spiece.model'} ({tokenizer.vocab_size} pieces)")
 
 
+@finetune_app.command("glue", epilog="Example: encoderkit finetune glue --task rte --model runs/electra-small "
+                                      "--data-dir glue_data glue-electra-small output.dir=runs/rte --seeds 5")
+def finetune_glue(
+    recipe: str = typer.Argument("glue-electra-small", help="A fine-tuning recipe YAML file or bundled name "
+                                 "(glue-electra-small, glue-electra-base, glue-albert-base)."),
+    overrides: list[str] = OVERRIDES,
+    task: str = typer.Option(..., "--task", help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, or all."),
+    model: Path = typer.Option(..., "--model", help="A model dir in Hugging Face format with its spiece.model "
+                               "(ALBERT, ELECTRA discriminator or BERT)."),
+    data_dir: Path = typer.Option(None, "--data-dir", help="The GLUE download (CoLA/, SST-2/, ... with their TSV "
+                                  "files); without it the nyu-mll/glue dataset comes from the hub."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Fine-tune N times (seeds train.seed, +1, ...); "
+                              "report the median and range."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in output.dir: finished seeds are kept, "
+                                "an interrupted one resumes from its last epoch."),
+):
+    """Fine-tune on GLUE: best dev checkpoint, test predictions in GLUE's format, and a table beside the
+    published scores."""
+    from encoderkit.commands.finetune import finetune_glue as command
+    from encoderkit.recipes import load_finetune_recipe
+
+    overrides = overrides or []
+    if "=" in recipe:  # no recipe given, only overrides: the first one landed here
+        recipe, overrides = "glue-electra-small", [recipe, *overrides]
+    command(load_finetune_recipe(recipe, overrides), task, model, data_dir, seeds=seeds, resume=resume)
+
+
 @recipes_app.command("ls")
 def recipes_ls():
     """List the bundled recipes."""
-    from encoderkit.recipes import bundled_names, load_recipe
+    from encoderkit.recipes import bundled_names, load_finetune_recipe, load_recipe
 
-    for name in bundled_names():
+    for name in bundled_names("pretrain"):
         typer.echo(f"{name}\t{load_recipe(name).objective}")
+    for name in bundled_names("finetune"):
+        typer.echo(f"{name}\t{load_finetune_recipe(name).kind}")
 
 
 @recipes_app.command("show", epilog="Example: encoderkit recipes show albert-tiny train.max_steps=10")
 def recipes_show(name: str = typer.Argument(..., help="A bundled recipe name or a YAML file."),
                  overrides: list[str] = OVERRIDES):
     """Print the resolved recipe (defaults filled in, overrides applied)."""
-    from encoderkit.recipes import dump_yaml, load_recipe
+    from encoderkit.recipes import dump_yaml, load_any_recipe
 
-    typer.echo(dump_yaml(load_recipe(name, overrides or [])), nl=False)
+    typer.echo(dump_yaml(load_any_recipe(name, overrides or [])), nl=False)
 
 
 @recipes_app.command("validate", epilog="Example: encoderkit recipes validate my-recipe.yaml")
 def recipes_validate(path: str = typer.Argument(..., help="A recipe YAML file."),
                      overrides: list[str] = OVERRIDES):
     """Check a recipe: keys, types, ranges and files."""
-    from encoderkit.recipes import load_recipe
+    from encoderkit.recipes import load_any_recipe
 
-    load_recipe(path, overrides or [])
+    load_any_recipe(path, overrides or [])
     typer.echo(f"{path}: ok")
 
 

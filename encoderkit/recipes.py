@@ -131,12 +131,14 @@ def resolve_path(name_or_path: str) -> Path:
     if bundled.is_file():
         return bundled
     raise RecipeError(
-        f"recipe '{name_or_path}' not found: give a YAML file or one of {', '.join(bundled_names())}"
+        f"recipe '{name_or_path}' not found: give a YAML file or one of {', '.join(bundled_names(None))}"
     )
 
 
-def bundled_names() -> list[str]:
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+def bundled_names(kind: str | None = "pretrain") -> list[str]:
+    """Bundled recipes of one kind (pretrain or finetune), or of every kind with kind=None."""
+    paths = sorted(RECIPES_DIR.glob("*.yaml"))
+    return [p.stem for p in paths if kind is None or recipe_kind(read_yaml(p)) == kind]
 
 
 def read_yaml(path: Path) -> dict:
@@ -277,6 +279,11 @@ def _coerce(tp, value, key):
         if value not in choices:
             raise RecipeError(f"{key}: {value!r} is not one of: {', '.join(map(str, choices))}")
         return value
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise RecipeError(f"{key}: expected a mapping, got {value!r}")
+        return {_coerce(key_tp, k, key): _coerce(value_tp, v, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -317,6 +324,8 @@ def _check_range(f, value, key):
 
 def to_dict(recipe) -> dict:
     """The resolved recipe as plain data (what `recipes show` prints and a run dir records)."""
+    if isinstance(recipe, FinetuneRecipe):
+        return finetune_to_dict(recipe)
     out = dataclasses.asdict(recipe)
     model = out.pop("model")
     out["model"] = {"family": model["family"], **model["config"]}
@@ -328,3 +337,109 @@ def to_dict(recipe) -> dict:
 
 def dump_yaml(recipe) -> str:
     return yaml.safe_dump(to_dict(recipe), sort_keys=False)
+
+
+# ---- fine-tuning recipes (`encoderkit finetune glue`) -------------------------------------------
+
+RECIPE_KINDS = ("pretrain", "finetune")
+
+
+def recipe_kind(raw: dict) -> str:
+    """What a recipe is for: fine-tuning recipes say `kind: finetune`; pretraining recipes have no `kind`."""
+    kind = raw.get("kind", "pretrain")
+    if kind not in RECIPE_KINDS:
+        raise RecipeError(f"kind: {kind!r} is not one of: {', '.join(RECIPE_KINDS)}")
+    return kind
+
+
+@dataclass
+class FinetuneConfig:
+    """GLUE fine-tuning. The bundled recipes set ELECTRA's protocol (Clark et al. 2020, Appendix, Table 7)."""
+
+    max_seq_length: int = field(default=128, metadata=_range(3))
+    # Passes over the training set, unless task_epochs names the task (e.g. {rte: 10, stsb: 10}).
+    epochs: int = field(default=3, metadata=_range(1))
+    task_epochs: dict[str, int] = field(default_factory=dict)
+    # A layer's learning rate is train.learning_rate * decay^depth, depth counted down from the task head
+    # (depth 0); 1.0 turns the decay off.
+    layerwise_lr_decay: float = field(default=1.0, metadata=_range(0, 1, lo_open=True))
+    warmup_fraction: float = field(default=0.1, metadata=_range(0, 1))
+    # Tasks whose training pairs are also used with the two texts swapped (only tasks where order does not matter).
+    swap_pairs: list[str] = field(default_factory=list)
+    # Dropout before the classifier; null keeps the checkpoint's config.
+    classifier_dropout: float | None = field(default=None, metadata=_range(0, 1))
+    eval_batch_size: int = field(default=128, metadata=_range(1))
+    # The model of encoderkit.data.glue.PUBLISHED_DEV_SCORES that the final table compares with.
+    published: str | None = None
+
+
+# train.* keys computed per task, so a fine-tuning recipe may not set them:
+#   steps per epoch = floor(training examples / train.batch_size)  (each epoch is reshuffled; the few
+#                     examples left over after the last full batch differ from epoch to epoch)
+#   max_steps       = epochs * steps per epoch
+#   warmup_steps    = round(warmup_fraction * max_steps)
+#   save_every      = steps per epoch  (a resumable checkpoint at the end of every epoch)
+COMPUTED_TRAIN_KEYS = ("max_steps", "warmup_steps", "save_every")
+
+
+@dataclass
+class FinetuneRecipe:
+    kind: Literal["finetune"]
+    name: str
+    finetune: FinetuneConfig
+    train: TrainConfig  # the loop's config; COMPUTED_TRAIN_KEYS are filled in per task
+    output: OutputConfig
+
+
+def load_finetune_recipe(name_or_path: str, overrides: list[str] = ()) -> FinetuneRecipe:
+    path = resolve_path(name_or_path)
+    raw = apply_overrides(read_yaml(path), list(overrides))
+    return validate_finetune(raw)
+
+
+def validate_finetune(raw: dict) -> FinetuneRecipe:
+    from encoderkit.data.glue import PUBLISHED_DEV_SCORES, TASKS
+
+    if recipe_kind(raw) != "finetune":
+        raise RecipeError("kind: missing; a fine-tuning recipe says `kind: finetune` (this looks like a pretraining "
+                          "recipe: run it with `encoderkit pretrain`)")
+    train_raw = raw.get("train")
+    computed = [key for key in COMPUTED_TRAIN_KEYS if isinstance(train_raw, dict) and key in train_raw]
+    if computed:
+        raise RecipeError(f"train.{computed[0]}: computed per task from finetune.epochs and the training set size; "
+                          "set finetune.epochs or finetune.task_epochs instead")
+    recipe = _build(FinetuneRecipe, raw, "")
+    finetune = recipe.finetune
+    for task, epochs in finetune.task_epochs.items():
+        if task not in TASKS:
+            raise RecipeError(f"finetune.task_epochs.{task}: unknown GLUE task; valid tasks: {', '.join(TASKS)}")
+        if epochs < 1:
+            raise RecipeError(f"finetune.task_epochs.{task}: {epochs} is out of range (must be >= 1)")
+    symmetric = [name for name, task in TASKS.items() if task.symmetric_pairs]
+    for i, task in enumerate(finetune.swap_pairs):
+        if task not in symmetric:
+            raise RecipeError(f"finetune.swap_pairs[{i}]: {task!r} is not a task whose label ignores the order "
+                              f"of its two texts ({', '.join(symmetric)})")
+    published = list(dict.fromkeys(score.model for score in PUBLISHED_DEV_SCORES))
+    if finetune.published is not None and finetune.published not in published:
+        raise RecipeError(f"finetune.published: {finetune.published!r} is not one of: {', '.join(published)}")
+    if recipe.train.batch_size % recipe.train.gradient_accumulation_steps:
+        raise RecipeError(
+            f"train.batch_size: {recipe.train.batch_size} is not divisible by "
+            f"train.gradient_accumulation_steps={recipe.train.gradient_accumulation_steps}"
+        )
+    return recipe
+
+
+def finetune_to_dict(recipe: FinetuneRecipe) -> dict:
+    out = dataclasses.asdict(recipe)
+    for key in COMPUTED_TRAIN_KEYS:
+        del out["train"][key]
+    return out
+
+
+def load_any_recipe(name_or_path: str, overrides: list[str] = ()) -> PretrainRecipe | FinetuneRecipe:
+    """A pretraining or a fine-tuning recipe, as its `kind` says (for `recipes show` and `validate`)."""
+    if recipe_kind(read_yaml(resolve_path(name_or_path))) == "finetune":
+        return load_finetune_recipe(name_or_path, overrides)
+    return load_recipe(name_or_path, overrides)
