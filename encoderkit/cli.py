@@ -55,20 +55,36 @@ def pretrain(
 @app.command("fill-mask", epilog='Example: echo "The capital of France is [MASK]." | '
                                   "encoderkit fill-mask --model runs/albert-tiny --top-k 5")
 def fill_mask(
-    model: Path = typer.Option(..., "--model", help="A model dir: config.json, model.safetensors, spiece.model."),
+    model: Path = typer.Option(..., "--model", help="Model dir: config.json, model.safetensors, a tokenizer."),
     top_k: int = typer.Option(5, "--top-k", min=1, help="Candidates per [MASK]."),
     fmt: str = typer.Option("text", "--format", help="text or jsonl (one JSON object per input line)."),
 ):
     """Read lines from stdin and print the top-k fillings of each [MASK]."""
     from encoderkit.commands.fill_mask import run
 
+    _check_model_dir(model, fmt)
+    if run(model, sys.stdin, top_k, fmt):
+        raise typer.Exit(1)
+
+
+@app.command(epilog='Example: echo "The cat sat on the mat." | encoderkit rtd --model runs/electra-tiny/discriminator')
+def rtd(
+    model: Path = typer.Option(..., "--model", help="An ELECTRA discriminator directory."),
+    fmt: str = typer.Option("text", "--format", help="text or jsonl (one JSON object per input line)."),
+):
+    """Read lines from stdin and print, for each token, the probability that it was replaced."""
+    from encoderkit.commands.rtd import run
+
+    _check_model_dir(model, fmt)
+    if run(model, sys.stdin, fmt):
+        raise typer.Exit(1)
+
+
+def _check_model_dir(model: Path, fmt: str) -> None:
     if fmt not in ("text", "jsonl"):
         _fail(f"--format: '{fmt}' is not one of: text, jsonl")
     if not (model / "config.json").is_file():
         _fail(f"--model: '{model}' is not a model directory (no config.json); point it at a run dir")
-    failed = run(model, sys.stdin, top_k, fmt)
-    if failed:
-        raise typer.Exit(1)
 
 
 @tokenizer_app.command("train", epilog="Example: encoderkit tokenizer train albert-tiny tokenizer.vocab_size=8000 "

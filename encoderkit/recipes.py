@@ -60,13 +60,20 @@ class DataConfig:
     short_seq_prob: float = field(default=0.1, metadata=_range(0, 1))
     masked_lm_prob: float = field(default=0.15, metadata=_range(0, 1, lo_open=True))
     max_ngram: int = field(default=3, metadata=_range(1, 10))
+    # ngram: ALBERT's whole-word n-gram spans; electra: single tokens, masked per batch.
+    masking: Literal["ngram", "electra"] = "ngram"
+    # Of the tokens chosen for prediction: this share becomes [MASK], this share a random token, the rest stay.
+    mask_token_prob: float = field(default=0.8, metadata=_range(0, 1))
+    random_token_prob: float = field(default=0.1, metadata=_range(0, 1))
+    # Swap the two segments half the time for sentence-order prediction (ALBERT); ELECTRA keeps order.
+    sentence_order: bool = True
 
 
 @dataclass
 class TokenizerConfig:
     # An existing spiece.model (or a directory holding one); empty: train one before pretraining.
     path: str | None = None
-    vocab_size: int = field(default=8000, metadata=_range(100))
+    vocab_size: int = field(default=8000, metadata=_range(16))
     model_type: Literal["unigram", "bpe"] = "unigram"
     sample_documents: int = field(default=20000, metadata=_range(10))
 
@@ -218,6 +225,11 @@ def _check_consistency(recipe: PretrainRecipe) -> None:
         raise RecipeError(
             f"data.max_seq_length: {recipe.data.max_seq_length} exceeds "
             f"model.max_position_embeddings={cfg.max_position_embeddings}"
+        )
+    if recipe.data.mask_token_prob + recipe.data.random_token_prob > 1:
+        raise RecipeError(
+            f"data.random_token_prob: {recipe.data.random_token_prob} + data.mask_token_prob "
+            f"{recipe.data.mask_token_prob} exceed 1"
         )
     if train.batch_size % train.gradient_accumulation_steps:
         raise RecipeError(

@@ -76,13 +76,12 @@ def read_model_config(model_dir: Path) -> dict:
 
 
 def load_tokenizer(model_dir: Path):
-    from encoderkit.data.tokenizer import Tokenizer
+    from encoderkit.data.tokenizer import Tokenizer, TokenizerError
 
     try:
         return Tokenizer.load(model_dir)
-    except FileNotFoundError:
-        raise FinetuneError(f"--model: {model_dir} has no spiece.model (only SentencePiece tokenizers are "
-                            "read so far; WordPiece vocab.txt checkpoints are not supported yet)") from None
+    except TokenizerError as err:
+        raise FinetuneError(f"--model: {err}") from None
 
 
 def load_classifier(model_dir: Path, model_type: str, task: GlueTask, dropout: float | None):
