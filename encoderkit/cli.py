@@ -168,7 +168,9 @@ def recipes_validate(path: str = typer.Argument(..., help="A recipe YAML file.")
 def main() -> None:
     """Console entry point: known user errors become one line on stderr and exit code 2."""
     from encoderkit.errors import USER_ERRORS
+    from encoderkit.runtime import tune_allocator
 
+    tune_allocator()
     try:
         app()
     except USER_ERRORS as err:
