@@ -126,6 +126,55 @@ def test_mlm_mask_gives_the_masked_rows_of_the_full_logits(model_class):
     torch.testing.assert_close(masked, full[mlm_mask])
 
 
+@pytest.mark.parametrize("head", ["sequence_classification", "masked_lm"])
+def test_leaving_padding_out_gives_the_same_outputs_and_gradients(head):
+    """Heads that read only some positions pack the real tokens; the encoder's full padded path must agree."""
+    from encoderkit.models.layers import first_token
+
+    config = electra.ElectraConfig(**TINY, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                                   classifier_dropout=0.0)
+    model = randomize(HEADS["electra", head][0](config)).train()
+    inputs = batch()
+    mlm_mask = torch.zeros(3, 9, dtype=torch.bool)
+    mlm_mask[0, [1, 5]] = mlm_mask[1, 4] = mlm_mask[2, [0, 2]] = True
+    needed = mlm_mask if head == "masked_lm" else first_token(inputs["input_ids"])
+
+    def outputs_and_gradients(pack: bool):
+        model.zero_grad()
+        hidden = model.encoder(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"],
+                               needed if pack else None)
+        if head == "masked_lm":
+            out = model.mlm_head(hidden[mlm_mask], model.encoder.embeddings.word_embeddings.weight)
+        else:
+            out = model.classifier(hidden)
+        out.square().sum().backward()
+        return out, {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    packed, packed_grads = outputs_and_gradients(pack=True)
+    padded, padded_grads = outputs_and_gradients(pack=False)
+    close(packed, padded)
+    for name in padded_grads:
+        torch.testing.assert_close(packed_grads[name], padded_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+    with torch.no_grad():  # the head's own forward packs
+        close(model(**inputs, **({"mlm_mask": mlm_mask} if head == "masked_lm" else {})), packed)
+
+
+def test_dropout_keeps_each_element_with_probability_1_minus_p_and_scales_it():
+    from encoderkit.models.layers import Dropout
+    dropout = Dropout(0.1).train()
+    x = torch.ones(1000, 1000, requires_grad=True)
+    torch.manual_seed(0)
+    y = dropout(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.002
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.9))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient goes through the same mask
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x), y)  # the global seed decides the mask
+    assert torch.equal(dropout.eval()(x), x)
+
+
 def generator_discriminator():
     generator = electra.ElectraConfig(**dict(TINY, hidden_size=24, intermediate_size=24, num_attention_heads=2))
     return electra.ElectraGeneratorDiscriminator(generator, electra.ElectraConfig(**TINY))

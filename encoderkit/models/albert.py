@@ -7,6 +7,7 @@ Differences from transformers' modeling_albert.py:
 - Dropout is applied after the feed-forward, as in the original ALBERT code; transformers' AlbertLayer
   defines it but never applies it (no effect at ALBERT v2's hidden_dropout_prob of 0).
 - MLM heads take `mlm_mask` and run the head only at those positions.
+- Heads that read only some positions (the masked ones, the first token) leave padding out of the computation.
 - No losses, output tuples, head pruning, attention outputs or inputs_embeds.
 """
 
@@ -19,13 +20,15 @@ import torch
 from torch import nn
 
 from .layers import (
+    Dropout,
     Embeddings,
     HFConfig,
     MaskedLMHead,
     Pooler,
+    TokenLayout,
     TransformerLayer,
+    first_token,
     init_weights,
-    key_padding_mask,
     select_masked,
 )
 
@@ -81,15 +84,17 @@ class AlbertModel(nn.Module):
         self.pooler = Pooler(c.hidden_size) if with_pooler else None
         init_weights(self, c.initializer_range)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
-        mask = key_padding_mask(attention_mask)
-        x = self.embedding_projection(self.embeddings(input_ids, token_type_ids))  # (B, S, H)
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, needed_positions=None) -> torch.Tensor:
+        """needed_positions (bool (B, S)): when given, padding is left out of the computation except at these
+        positions, and the hidden states at the other padding positions come back as 0."""
+        layout = TokenLayout(attention_mask, needed_positions, *input_ids.shape)
+        x = self.embedding_projection(layout.pack(self.embeddings(input_ids, token_type_ids)))
         L, G = self.config.num_hidden_layers, self.config.num_hidden_groups
         for i in range(L):
             # Layer i uses group int(i / (L / G)): consecutive layers share a group (HF AlbertTransformer).
             for layer in self.layer_groups[int(i / (L / G))]:
-                x = layer(x, mask)
-        return x
+                x = layer(x, layout)
+        return layout.unpack(x)  # (B, S, H)
 
 
 class AlbertPreTrainingOutput(NamedTuple):
@@ -106,12 +111,13 @@ class AlbertForPreTraining(nn.Module):
         self.encoder = AlbertModel(config)
         self.mlm_head = MaskedLMHead(config.hidden_size, config.embedding_size, config.vocab_size,
                                      config.hidden_act, config.layer_norm_eps)
-        self.sop_dropout = nn.Dropout(config.classifier_dropout_prob)
+        self.sop_dropout = Dropout(config.classifier_dropout_prob)
         self.sop_classifier = nn.Linear(config.hidden_size, config.num_labels)
         init_weights(self, config.initializer_range)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, mlm_mask=None):
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        needed = None if mlm_mask is None else mlm_mask | first_token(input_ids)
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids, needed)
         sop_logits = self.sop_classifier(self.sop_dropout(self.encoder.pooler(hidden)))
         mlm_logits = self.mlm_head(select_masked(hidden, mlm_mask), self.encoder.embeddings.word_embeddings.weight)
         return AlbertPreTrainingOutput(mlm_logits, sop_logits)
@@ -127,7 +133,7 @@ class AlbertForMaskedLM(nn.Module):
         init_weights(self, config.initializer_range)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, mlm_mask=None) -> torch.Tensor:
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids, mlm_mask)
         return self.mlm_head(select_masked(hidden, mlm_mask), self.encoder.embeddings.word_embeddings.weight)
 
 
@@ -138,10 +144,10 @@ class AlbertForSequenceClassification(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = AlbertModel(config)
-        self.dropout = nn.Dropout(config.classifier_dropout_prob)
+        self.dropout = Dropout(config.classifier_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         init_weights(self, config.initializer_range)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids, first_token(input_ids))
         return self.classifier(self.dropout(self.encoder.pooler(hidden)))

@@ -8,6 +8,8 @@ BERT's heads (MLM, pooled classifier) are here so BERT/MiniLM checkpoints load i
 
 Differences from transformers' modeling_electra.py / modeling_bert.py:
 - MLM heads take `mlm_mask` and run the head only at those positions.
+- Heads that read only some positions (the masked ones, the first token) leave padding out of the computation;
+  so does the discriminator inside `ElectraGeneratorDiscriminator`, whose logits at padding are meaningless.
 - Encoder only: no decoder mode, cross-attention, KV cache, relative positions, losses or output tuples.
 """
 
@@ -20,14 +22,16 @@ import torch
 from torch import nn
 
 from .layers import (
+    Dropout,
     Embeddings,
     HFConfig,
     MaskedLMHead,
     Pooler,
+    TokenLayout,
     TransformerLayer,
     activation,
+    first_token,
     init_weights,
-    key_padding_mask,
     select_masked,
 )
 
@@ -103,14 +107,16 @@ class ElectraModel(nn.Module):
         self.pooler = Pooler(c.hidden_size) if with_pooler else None  # BERT's; ELECTRA has none
         init_weights(self, c.initializer_range)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
-        mask = key_padding_mask(attention_mask)
-        x = self.embeddings(input_ids, token_type_ids)  # (B, S, E)
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, needed_positions=None) -> torch.Tensor:
+        """needed_positions (bool (B, S)): when given, padding is left out of the computation except at these
+        positions, and the hidden states at the other padding positions come back as 0."""
+        layout = TokenLayout(attention_mask, needed_positions, *input_ids.shape)
+        x = layout.pack(self.embeddings(input_ids, token_type_ids))  # (B, S, E) or packed (N, E)
         if self.embedding_projection is not None:
-            x = self.embedding_projection(x)  # (B, S, H)
+            x = self.embedding_projection(x)
         for layer in self.layers:
-            x = layer(x, mask)
-        return x
+            x = layer(x, layout)
+        return layout.unpack(x)  # (B, S, H)
 
 
 class DiscriminatorHead(nn.Module):
@@ -153,7 +159,7 @@ class ElectraForMaskedLM(nn.Module):
         init_weights(self, config.initializer_range)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, mlm_mask=None) -> torch.Tensor:
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids, mlm_mask)
         return self.mlm_head(select_masked(hidden, mlm_mask), self.encoder.embeddings.word_embeddings.weight)
 
 
@@ -163,7 +169,7 @@ class ElectraClassificationHead(nn.Module):
     def __init__(self, config: ElectraConfig):
         super().__init__()
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.act = activation("gelu")  # gelu, not BERT's tanh, as in transformers and the ELECTRA code
         self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
@@ -182,7 +188,7 @@ class ElectraForSequenceClassification(nn.Module):
         init_weights(self, config.initializer_range)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
-        return self.classifier(self.encoder(input_ids, attention_mask, token_type_ids))
+        return self.classifier(self.encoder(input_ids, attention_mask, token_type_ids, first_token(input_ids)))
 
 
 class ElectraGeneratorDiscriminator(nn.Module):
@@ -205,20 +211,28 @@ class ElectraGeneratorDiscriminator(nn.Module):
         self.discriminator = ElectraForPreTraining(discriminator_config)
         self.generator.encoder.embeddings = self.discriminator.encoder.embeddings
 
-    def forward(self, input_ids, attention_mask, token_type_ids, mlm_mask, temperature: float = 1.0):
-        """Returns (generator logits [N, V] at mlm_mask, discriminator logits [B, S], discriminator input)."""
+    def forward(self, input_ids, attention_mask, token_type_ids, mlm_mask, gumbel_noise=None, temperature: float = 1.0):
+        """Returns (generator logits [N, V] at mlm_mask, discriminator logits [B, S], discriminator input).
+
+        The masked positions get tokens sampled from the generator (Gumbel-max with `gumbel_noise`
+        [N, V], fresh noise when None), with no gradient through the sample.
+        """
         generator_logits = self.generator(input_ids, attention_mask, token_type_ids, mlm_mask=mlm_mask)
-        discriminator_input = input_ids.clone()
-        discriminator_input[mlm_mask] = gumbel_sample(generator_logits, temperature)
-        discriminator_logits = self.discriminator(discriminator_input, attention_mask, token_type_ids)
+        if gumbel_noise is None:
+            gumbel_noise = gumbel(torch.rand(generator_logits.shape, device=generator_logits.device))
+        # fp32: Gumbel noise in fp16 gives NaN
+        sampled = (generator_logits.detach().float() / temperature + gumbel_noise).argmax(-1)
+        discriminator_input = input_ids.masked_scatter(mlm_mask, sampled)
+        # The objective reads the discriminator's logits at real tokens only, so padding is left out.
+        real = attention_mask.bool() if attention_mask is not None else None
+        hidden = self.discriminator.encoder(discriminator_input, attention_mask, token_type_ids, real)
+        discriminator_logits = self.discriminator.discriminator_head(hidden)
         return generator_logits, discriminator_logits, discriminator_input
 
 
-def gumbel_sample(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Sample token ids from logits with the Gumbel-max trick, in fp32 (fp16 noise gives NaN); no gradient."""
-    logits = logits.detach().float()
-    uniform = torch.rand(logits.shape, device=logits.device).clamp(1e-9, 1 - 1e-9)
-    return (logits / temperature - torch.log(-torch.log(uniform))).argmax(-1)
+def gumbel(uniform: torch.Tensor) -> torch.Tensor:
+    """Gumbel(0, 1) noise from uniform noise in [0, 1)."""
+    return -torch.log(-torch.log(uniform.float().clamp(1e-9, 1 - 1e-9)))
 
 
 class BertModel(ElectraModel):
@@ -243,10 +257,10 @@ class BertForSequenceClassification(nn.Module):
         self.config = config
         self.encoder = BertModel(config)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         init_weights(self, config.initializer_range)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids, first_token(input_ids))
         return self.classifier(self.dropout(self.encoder.pooler(hidden)))

@@ -53,6 +53,32 @@ class HFConfig:
         return {"model_type": self.model_type, **dataclasses.asdict(self), "tie_word_embeddings": True}
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout with the same distribution, and a mask that is ~6x cheaper to draw on CPU.
+
+    torch draws a CPU dropout mask one double-precision Bernoulli sample at a time (its vectorised path
+    runs on Intel CPUs only): 7-19 ms per million elements, 8% of an ELECTRA-small training step. Here
+    each kept/dropped decision compares one uniform 32-bit integer from the same global generator
+    (so seeds and exact resume work as before) against round(p * 2**32): drop probability exact to 2**-32,
+    finer than `torch.rand(...) < p`. Other devices use F.dropout, as does p == 1.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or p == 1.0:
+        return F.dropout(x, p, training=True)
+    # Two 32-bit draws per int64 (torch's full-range int64 sampler), read as signed int32.
+    words = torch.empty((x.numel() + 1) // 2, dtype=torch.int64).random_(-(2**63), None)
+    uniform = words.view(torch.int32)[: x.numel()].view(x.shape)  # uniform over [-2**31, 2**31)
+    keep = uniform >= round(p * 2**32) - 2**31
+    return x.mul(keep).mul_(1.0 / (1.0 - p))  # autograd keeps the bool mask, not a float copy
+
+
 class Embeddings(nn.Module):
     """Word + token type + absolute position embeddings of width E, then LayerNorm and dropout."""
 
@@ -63,7 +89,7 @@ class Embeddings(nn.Module):
         self.position_embeddings = nn.Embedding(max_positions, embedding_size)
         self.token_type_embeddings = nn.Embedding(type_vocab_size, embedding_size)
         self.norm = nn.LayerNorm(embedding_size, eps=layer_norm_eps)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         if token_type_ids is None:
@@ -74,14 +100,55 @@ class Embeddings(nn.Module):
         return self.dropout(self.norm(x))
 
 
-def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-    """(B, S) 1 = token, 0 = padding -> boolean (B, 1, 1, S) for SDPA, True where attention is allowed.
+class TokenLayout:
+    """Where a batch's tokens sit in the hidden states, and which keys attention may see.
 
-    A row that is all padding gets zeros from SDPA, not NaN, so padded-out examples are harmless.
+    Hidden states are (B, S, H), or packed as (N, H) when padding is left out: every layer except
+    attention works token by token, so it runs on the N kept tokens only; attention puts the tokens
+    back in their (B, S) places for the batched kernel, with the padding masked out as keys, so each
+    example still attends only to itself. Packing keeps the real tokens plus the positions a head
+    reads (`needed`, e.g. the first token for a classifier); outputs at the positions left out are 0.
     """
-    if attention_mask is None:
-        return None
-    return attention_mask[:, None, None, :].bool()
+
+    def __init__(self, attention_mask: torch.Tensor | None, needed: torch.Tensor | None, batch_size: int,
+                 seq_len: int):
+        self.batch_size, self.seq_len = batch_size, seq_len
+        real = attention_mask.bool() if attention_mask is not None else None
+        if real is not None and bool(real.all()):
+            real = None  # no padding: no mask to apply (SDPA's fastest path), nothing to pack
+        # (B, 1, 1, S) for SDPA, True where attention is allowed. A row that is all padding gets zeros
+        # from SDPA, not NaN, so padded-out examples are harmless.
+        self.key_mask = real[:, None, None, :] if real is not None else None
+        self.kept = None  # (N,) flat indices into B * S of the packed tokens
+        if real is not None and needed is not None:
+            self.kept = (real | needed).flatten().nonzero().squeeze(1)
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, S, D) -> (N, D) when packing, else unchanged."""
+        return x if self.kept is None else x.reshape(-1, x.shape[-1]).index_select(0, self.kept)
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        """Back to (B, S, D), zeros at the positions left out."""
+        if self.kept is None:
+            return x
+        full = x.new_zeros(self.batch_size * self.seq_len, x.shape[-1]).index_copy(0, self.kept, x)
+        return full.view(self.batch_size, self.seq_len, -1)
+
+    def to_heads(self, x: torch.Tensor, num_heads: int) -> torch.Tensor:
+        """Hidden states -> (B, heads, S, head size)."""
+        x = self.unpack(x)
+        return x.view(self.batch_size, self.seq_len, num_heads, -1).transpose(1, 2)
+
+    def from_heads(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, heads, S, head size) -> hidden states in this layout."""
+        return self.pack(y.transpose(1, 2).reshape(self.batch_size, self.seq_len, -1))
+
+
+def first_token(input_ids: torch.Tensor) -> torch.Tensor:
+    """bool (B, S), True at position 0: what a classifier or pooler reads."""
+    needed = torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
+    needed[:, 0] = True
+    return needed
 
 
 class SelfAttention(nn.Module):
@@ -96,15 +163,26 @@ class SelfAttention(nn.Module):
         self.value = nn.Linear(hidden_size, hidden_size)
         self.output = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        B, S, H = x.shape
-        heads = (B, S, self.num_heads, H // self.num_heads)
-        q = self.query(x).view(heads).transpose(1, 2)  # (B, nh, S, hs)
-        k = self.key(x).view(heads).transpose(1, 2)
-        v = self.value(x).view(heads).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                           dropout_p=self.dropout if self.training else 0.0)
-        return self.output(y.transpose(1, 2).reshape(B, S, H))
+    def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        q, k, v = (layout.to_heads(proj(x), self.num_heads) for proj in (self.query, self.key, self.value))
+        p = self.dropout if self.training else 0.0
+        if p > 0 and x.device.type == "cpu":
+            y = _attention_with_dropout(q, k, v, layout.key_mask, p)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.key_mask, dropout_p=p)
+        return self.output(layout.from_heads(y))
+
+
+def _attention_with_dropout(q, k, v, key_mask, p: float) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v with dropout on the weights, as SDPA computes it, but with our faster mask.
+
+    SDPA's CPU kernel has no dropout; its fallback does these same steps with torch's slow dropout mask.
+    A key mask fills with the lowest finite value, so a row that is all padding gets uniform weights, not NaN.
+    """
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # (B, heads, S, S)
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+    return dropout(scores.softmax(-1), p, training=True) @ v
 
 
 class FeedForward(nn.Module):
@@ -128,10 +206,10 @@ class TransformerLayer(nn.Module):
         self.attention_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.feed_forward = FeedForward(hidden_size, intermediate_size, act)
         self.output_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.dropout = nn.Dropout(hidden_dropout)
+        self.dropout = Dropout(hidden_dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
+    def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        x = self.attention_norm(x + self.dropout(self.attention(x, layout)))
         return self.output_norm(x + self.dropout(self.feed_forward(x)))
 
 
