@@ -1,0 +1,173 @@
+"""The one timing and memory helper behind every row.
+
+Each side of a comparison (ours, the reference, ours under bf16 autocast) lives in a process of its own,
+spawned fresh, so that its peak RSS is its own and neither side inherits the other's allocator state or
+imports. The parent drives the sides in turns: one step of each, round after round, so that load from
+other processes on a shared machine falls on both sides alike. The first rounds are warm-up; a side's
+time is the median over the rest. Every process gets the same settings: fp32 (unless the side itself
+autocasts), the same torch thread count, and the allocator setting of encoderkit's own entry point.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+import resource
+import statistics
+import time
+import traceback
+from dataclasses import dataclass, field
+
+THREADS = 2
+
+
+@dataclass(frozen=True)
+class Side:
+    """A workload: `factory` ("module:function") is called with `kwargs` in the side's own process and
+    returns a zero-argument `step` callable that does one unit of work (a training step, a forward).
+    A step that times itself (e.g. up to the first line another process prints) returns its seconds."""
+
+    factory: str
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class SideResult:
+    step_seconds: list[float]  # the timed rounds, in order
+    peak_rss_bytes: int  # of the side's process, or of the largest process it started
+    flops_per_step: float | None  # counted on the first warm-up step
+    error: str | None = None
+
+    @property
+    def median_seconds(self) -> float:
+        return statistics.median(self.step_seconds)
+
+
+def configure_process() -> str:
+    """Thread count and allocator, identical in every benchmark process; returns the allocator setting."""
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(THREADS)
+    from encoderkit.runtime import tune_allocator
+
+    allocator = tune_allocator()
+    import torch
+
+    torch.set_num_threads(THREADS)
+    torch.set_num_interop_threads(1)
+    return allocator
+
+
+def _serve(connection, side: Side) -> None:
+    """A side's process: build the workload, then answer "step", "flops" and "rss" until "stop"."""
+    module, function = side.factory.split(":")
+    try:
+        configure_process()
+        step = getattr(importlib.import_module(module), function)(**side.kwargs)
+        connection.send(None)
+    except ModuleNotFoundError as err:
+        if err.name != module:
+            raise
+        connection.send(f"not yet available ({module.replace('.', '/')}.py does not exist)")
+        return
+    except Exception as err:  # the row reports it and the other rows go on
+        traceback.print_exc()
+        connection.send(f"{type(err).__name__}: {err}")
+        return
+    while True:
+        command = connection.recv()
+        if command == "step":
+            start = time.perf_counter()
+            seconds = step()
+            connection.send(seconds if seconds is not None else time.perf_counter() - start)
+        elif command == "flops":
+            connection.send(count_flops(step))
+        elif command == "rss":
+            peak_kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                           resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+            connection.send(peak_kib * 1024)
+        else:
+            return
+
+
+class _SideProcess:
+    def __init__(self, side: Side):
+        context = multiprocessing.get_context("spawn")
+        self.connection, child_end = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child_end, side), daemon=True)
+        self.process.start()
+        self.error = self.connection.recv()
+
+    def ask(self, command: str):
+        self.connection.send(command)
+        return self.connection.recv()
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            self.connection.send("stop")
+        self.process.join()
+
+
+def compare(sides: dict[str, Side], warmup: int, repeats: int, flops: bool = True) -> dict[str, SideResult]:
+    """Time each side's step in interleaved rounds; with `flops` the first warm-up step also counts FLOPs."""
+    processes = {}
+    try:
+        for name, side in sides.items():
+            processes[name] = _SideProcess(side)
+        live = {name: p for name, p in processes.items() if p.error is None}
+        counted = {name: p.ask("flops") if flops else None for name, p in live.items()}
+        first_timed = warmup - 1 if flops else warmup  # the counting step is a warm-up step
+        times: dict[str, list[float]] = {name: [] for name in live}
+        for round_index in range(first_timed + repeats):
+            for name, process in live.items():
+                seconds = process.ask("step")
+                if round_index >= first_timed:
+                    times[name].append(seconds)
+        results = {name: SideResult(times[name], p.ask("rss"), counted[name]) for name, p in live.items()}
+        results.update({name: SideResult([], 0, None, p.error) for name, p in processes.items() if p.error})
+        return {name: results[name] for name in sides}
+    finally:
+        for process in processes.values():
+            process.close()
+
+
+def count_flops(step) -> float:
+    """FLOPs of one call of `step` (matrix products and attention, forward and backward), by torch's counter.
+
+    torch's counter knows the CUDA attention kernels but not the CPU one, so that one is added here.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+    aten = torch.ops.aten
+
+    def cpu_attention(query, key, value, *args, **kwargs):
+        return sdpa_flop_count(query, key, value)
+
+    def cpu_attention_backward(grad_out, query, key, value, *args, **kwargs):
+        return sdpa_backward_flop_count(grad_out, query, key, value)
+
+    counter = FlopCounterMode(display=False, custom_mapping={
+        aten._scaled_dot_product_flash_attention_for_cpu: cpu_attention,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: cpu_attention_backward,
+    })
+    with counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def gemm_peak_flops(size: int = 2048, warmup: int = 3, repeats: int = 15) -> float:
+    """This CPU's fp32 matrix-multiply rate (FLOP/s) with the benchmark's threads: the median of square GEMMs."""
+    result = compare({"gemm": Side("benchmarks.harness:square_gemm", {"size": size})}, warmup, repeats)["gemm"]
+    return 2 * size**3 / result.median_seconds
+
+
+def square_gemm(size: int):
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    out = torch.empty(size, size)
+
+    def step() -> None:
+        torch.mm(a, b, out=out)
+
+    return step
