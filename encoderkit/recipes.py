@@ -336,7 +336,7 @@ def _check_range(f, value, key):
 
 def to_dict(recipe) -> dict:
     """The resolved recipe as plain data (what `recipes show` prints and a run dir records)."""
-    if isinstance(recipe, FinetuneRecipe):
+    if isinstance(recipe, (FinetuneRecipe, QuantizeRecipe)):
         return finetune_to_dict(recipe)
     out = dataclasses.asdict(recipe)
     model = out.pop("model")
@@ -353,11 +353,12 @@ def dump_yaml(recipe) -> str:
 
 # ---- fine-tuning recipes (`encoderkit finetune glue`) -------------------------------------------
 
-RECIPE_KINDS = ("pretrain", "finetune")
+RECIPE_KINDS = ("pretrain", "finetune", "quantize")
 
 
 def recipe_kind(raw: dict) -> str:
-    """What a recipe is for: fine-tuning recipes say `kind: finetune`; pretraining recipes have no `kind`."""
+    """What a recipe is for: fine-tuning and quantization recipes say `kind: finetune` / `kind: quantize`;
+    pretraining recipes have no `kind`."""
     kind = raw.get("kind", "pretrain")
     if kind not in RECIPE_KINDS:
         raise RecipeError(f"kind: {kind!r} is not one of: {', '.join(RECIPE_KINDS)}")
@@ -415,18 +416,10 @@ def validate_finetune(raw: dict) -> FinetuneRecipe:
     if recipe_kind(raw) != "finetune":
         raise RecipeError("kind: missing; a fine-tuning recipe says `kind: finetune` (this looks like a pretraining "
                           "recipe: run it with `encoderkit pretrain`)")
-    train_raw = raw.get("train")
-    computed = [key for key in COMPUTED_TRAIN_KEYS if isinstance(train_raw, dict) and key in train_raw]
-    if computed:
-        raise RecipeError(f"train.{computed[0]}: computed per task from finetune.epochs and the training set size; "
-                          "set finetune.epochs or finetune.task_epochs instead")
+    _refuse_computed_train_keys(raw, "finetune")
     recipe = _build(FinetuneRecipe, raw, "")
     finetune = recipe.finetune
-    for task, epochs in finetune.task_epochs.items():
-        if task not in TASKS:
-            raise RecipeError(f"finetune.task_epochs.{task}: unknown GLUE task; valid tasks: {', '.join(TASKS)}")
-        if epochs < 1:
-            raise RecipeError(f"finetune.task_epochs.{task}: {epochs} is out of range (must be >= 1)")
+    _check_task_table("finetune.task_epochs", finetune.task_epochs)
     symmetric = [name for name, task in TASKS.items() if task.symmetric_pairs]
     for i, task in enumerate(finetune.swap_pairs):
         if task not in symmetric:
@@ -443,15 +436,96 @@ def validate_finetune(raw: dict) -> FinetuneRecipe:
     return recipe
 
 
-def finetune_to_dict(recipe: FinetuneRecipe) -> dict:
+def _refuse_computed_train_keys(raw: dict, section: str) -> None:
+    train_raw = raw.get("train")
+    computed = [key for key in COMPUTED_TRAIN_KEYS if isinstance(train_raw, dict) and key in train_raw]
+    if computed:
+        raise RecipeError(f"train.{computed[0]}: computed per task from {section}.epochs and the training set size; "
+                          f"set {section}.epochs or {section}.task_epochs instead")
+
+
+def _check_task_table(key: str, table: dict[str, int]) -> None:
+    """A {GLUE task: positive count} table such as task_epochs."""
+    from encoderkit.data.glue import TASKS
+
+    for task, value in table.items():
+        if task not in TASKS:
+            raise RecipeError(f"{key}.{task}: unknown GLUE task; valid tasks: {', '.join(TASKS)}")
+        if value < 1:
+            raise RecipeError(f"{key}.{task}: {value} is out of range (must be >= 1)")
+
+
+def finetune_to_dict(recipe: FinetuneRecipe | QuantizeRecipe) -> dict:
     out = dataclasses.asdict(recipe)
     for key in COMPUTED_TRAIN_KEYS:
         del out["train"][key]
     return out
 
 
-def load_any_recipe(name_or_path: str, overrides: list[str] = ()) -> PretrainRecipe | FinetuneRecipe:
-    """A pretraining or a fine-tuning recipe, as its `kind` says (for `recipes show` and `validate`)."""
-    if recipe_kind(read_yaml(resolve_path(name_or_path))) == "finetune":
+def load_any_recipe(name_or_path: str, overrides: list[str] = ()) -> PretrainRecipe | FinetuneRecipe | QuantizeRecipe:
+    """A pretraining, fine-tuning or quantization recipe, as its `kind` says (for `recipes show` and `validate`)."""
+    kind = recipe_kind(read_yaml(resolve_path(name_or_path)))
+    if kind == "finetune":
         return load_finetune_recipe(name_or_path, overrides)
+    if kind == "quantize":
+        return load_quantize_recipe(name_or_path, overrides)
     return load_recipe(name_or_path, overrides)
+
+
+# ---- quantization recipes (`encoderkit quantize`) ------------------------------------------------
+
+
+@dataclass
+class QuantizeConfig:
+    """I-BERT quantization-aware fine-tuning (Kim et al. 2021) of a fine-tuned GLUE classifier. The bundled
+    recipe sets the authors' settings (github.com/kssteven418/I-BERT, branch ibert: README and run.py)."""
+
+    max_seq_length: int = field(default=128, metadata=_range(3))
+    # Passes over the training set, unless task_epochs names the task.
+    epochs: int = field(default=12, metadata=_range(1))
+    task_epochs: dict[str, int] = field(default_factory=dict)
+    # Examples per optimizer step for the tasks named here; the others use train.batch_size.
+    task_batch_size: dict[str, int] = field(default_factory=dict)
+    warmup_fraction: float = field(default=0.0, metadata=_range(0, 1))
+    # Training batches run through the model (no gradients, no dropout) to set every activation range
+    # before quantization-aware training starts.
+    calibration_batches: int = field(default=20, metadata=_range(1))
+    # Momentum of the moving average that tracks each activation's range while the model trains.
+    act_range_momentum: float = field(default=0.95, metadata=_range(0, 1))
+    # Learning rate of the tensors the float checkpoint lacks: ELECTRA's classifier (gelu) does not map onto
+    # I-BERT's (tanh), so that head starts fresh and needs a fine-tuning rate, not the QAT rate.
+    new_head_learning_rate: float = field(default=1e-4, metadata=_range(0, lo_open=True))
+    eval_batch_size: int = field(default=128, metadata=_range(1))
+
+
+@dataclass
+class QuantizeRecipe:
+    kind: Literal["quantize"]
+    name: str
+    quantize: QuantizeConfig
+    train: TrainConfig  # the loop's config; COMPUTED_TRAIN_KEYS are filled in from the task
+    output: OutputConfig
+
+
+def load_quantize_recipe(name_or_path: str, overrides: list[str] = ()) -> QuantizeRecipe:
+    path = resolve_path(name_or_path)
+    raw = apply_overrides(read_yaml(path), list(overrides))
+    return validate_quantize(raw)
+
+
+def validate_quantize(raw: dict) -> QuantizeRecipe:
+    kind = recipe_kind(raw)
+    if kind != "quantize":
+        raise RecipeError(f"kind: {kind!r}; a quantization recipe says `kind: quantize` (see "
+                          "`encoderkit recipes show quantize-glue`)")
+    _refuse_computed_train_keys(raw, "quantize")
+    recipe = _build(QuantizeRecipe, raw, "")
+    settings, accumulation = recipe.quantize, recipe.train.gradient_accumulation_steps
+    _check_task_table("quantize.task_epochs", settings.task_epochs)
+    _check_task_table("quantize.task_batch_size", settings.task_batch_size)
+    sizes = {"train.batch_size": recipe.train.batch_size,
+             **{f"quantize.task_batch_size.{task}": size for task, size in settings.task_batch_size.items()}}
+    for key, size in sizes.items():
+        if size % accumulation:
+            raise RecipeError(f"{key}: {size} is not divisible by train.gradient_accumulation_steps={accumulation}")
+    return recipe

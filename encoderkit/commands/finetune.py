@@ -183,7 +183,8 @@ class EpochBatches:
 @torch.inference_mode()
 def predict(model, examples: EncodedExamples, batch_size: int, objective: ClassificationObjective) -> torch.Tensor:
     """Class indices (STS-B: scores) for every example, in order."""
-    device = next(model.parameters()).device
+    # The integer-only model holds buffers only, no parameters.
+    device = next(itertools.chain(model.parameters(), model.buffers())).device
     outputs = []
     for batch in iter_batches(examples, batch_size, shuffle=False):
         logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
@@ -205,12 +206,18 @@ def primary_score(task: GlueTask, scores: dict[str, dict]) -> float:
 
 class BestCheckpoint:
     """The evaluate callback: scores the dev splits after each epoch and keeps the best checkpoint so far
-    (over the epochs of every seed of the task) in `directory`, with its tokenizer and eval.json."""
+    (over the epochs of every seed of the task) in `directory`, with its tokenizer and eval.json.
+
+    `save_model(model, directory)` writes the model (default: hf_format.save_pretrained; I-BERT has its own).
+    """
 
     def __init__(self, task, dev, batch_size, directory: Path, tokenizer, seed: int, steps_per_epoch: int,
-                 writes: bool):
+                 writes: bool, save_model=None):
+        from encoderkit.models.hf_format import save_pretrained
+
         self.task, self.dev, self.batch_size, self.directory = task, dev, batch_size, directory
         self.tokenizer, self.seed, self.steps_per_epoch, self.writes = tokenizer, seed, steps_per_epoch, writes
+        self.save_model = save_model or save_pretrained
         eval_file = directory / "eval.json"
         self.best = primary_score(task, json.loads(eval_file.read_text())["scores"]) if eval_file.is_file() else None
 
@@ -226,11 +233,9 @@ class BestCheckpoint:
 
     def _save(self, model, record: dict) -> None:
         """Write the whole checkpoint beside the old one, then swap it in by renames."""
-        from encoderkit.models.hf_format import save_pretrained
-
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         new = Path(tempfile.mkdtemp(dir=self.directory.parent, prefix=".best-new-"))
-        save_pretrained(model, new)
+        self.save_model(model, new)
         self.tokenizer.save(new)
         (new / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
         old = self.directory.with_name(".best-old")
@@ -300,7 +305,7 @@ def finetune_task(task: GlueTask, recipe: FinetuneRecipe, model_dir: Path, model
               param_groups=groups, evaluate=keep_best, eval_every=steps_per_epoch, console=console)
         if is_main:
             result = {"seed": seed, **best_evaluation(seed_dir, task, steps_per_epoch)}
-            _write_json(seed_dir / "result.json", result)
+            write_json(seed_dir / "result.json", result)
             # A finished seed resumes from result.json; its checkpoints hold the optimizer state (3x the model).
             shutil.rmtree(seed_dir / CHECKPOINTS, ignore_errors=True)
             seed_results.append(result)
@@ -394,12 +399,12 @@ def finetune_glue(recipe: FinetuneRecipe, task: str, model_dir: Path, data_dir: 
                                 is_main)
         if is_main:
             results["tasks"][each.name] = summary
-            _write_json(results_file, results)
+            write_json(results_file, results)
     if not is_main:
         return results
     rows, average = compare_with_published(results["tasks"], recipe.finetune.published)
     results["comparison"] = {"published_model": recipe.finetune.published, "rows": rows, "average": average}
-    _write_json(results_file, results)
+    write_json(results_file, results)
     Console().print(comparison_table(rows, average, recipe.finetune.published, seeds > 1))
     return results
 
@@ -462,7 +467,7 @@ def _points(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def _write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict) -> None:
     """Write whole or not at all: a temporary file, then a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

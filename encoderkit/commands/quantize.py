@@ -1,0 +1,350 @@
+"""`encoderkit quantize`: I-BERT quantization-aware fine-tuning (QAT) of a fine-tuned GLUE classifier through
+the one training loop, its export to integer-only inference, and FP32 / QAT / integer-only dev scores in one table.
+
+Steps: score the float classifier on dev; build the I-BERT QAT model from it (BERT/ELECTRA/RoBERTa weights map
+onto I-BERT's, an I-BERT checkpoint loads as it is); set its activation ranges on training batches; QAT
+fine-tune with the classification objective, keeping the best dev epoch; export that epoch to the integer-only
+model and score it too.
+
+The run dir (output.dir):
+  recipe.yaml, versions.json   the run record
+  results.json                 dev scores of every model, their differences from FP32 in points, timings (--bench)
+  qat/                         the best QAT epoch: I-BERT in Hugging Face format (quant_mode true; transformers'
+                               IBertForSequenceClassification loads it), the tokenizer, eval.json
+  integer/                     the integer-only model (model.safetensors: integer tensors) and the tokenizer;
+                               `encoderkit predict --model <run dir>/integer` runs it without any float model
+  train/                       the loop's run dir: metrics.jsonl (checkpoints/ is removed once QAT is done)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from encoderkit.commands.finetune import (
+    BestCheckpoint,
+    EpochBatches,
+    load_tokenizer,
+    primary_score,
+    score_dev_splits,
+    write_json,
+)
+from encoderkit.data.glue import GlueTask, get_task, load_task
+from encoderkit.errors import UserError
+from encoderkit.objectives.classification import ClassificationObjective, encode_examples, iter_batches
+from encoderkit.recipes import QuantizeRecipe, RecipeError, dump_yaml
+from encoderkit.train.optim import NO_DECAY_SUFFIXES
+
+RESULTS_FILE = "results.json"
+QAT_DIR, INTEGER_DIR, TRAIN_DIR = "qat", "integer", "train"
+INTEGER_FILE = "model.safetensors"
+CLASSIFIER = "sequence_classification"
+# Float families whose encoder is BERT's layer stack, which I-BERT quantizes; "ibert" checkpoints load as they are.
+FLOAT_SOURCES = ("bert", "electra", "roberta")
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class QuantizeError(UserError):
+    """A model or run directory that `encoderkit quantize` cannot use."""
+
+
+# ---- the models: float classifier, QAT model, integer-only model --------------------------------
+
+
+def read_classifier_config(model_dir: Path, task: GlueTask) -> dict:
+    """config.json of a fine-tuned classifier for `task` whose family I-BERT can quantize."""
+    from encoderkit.models.hf_format import read_config
+
+    try:
+        config = read_config(model_dir)
+    except ValueError as err:
+        raise QuantizeError(f"--model: {err}") from None
+    model_type = config.get("model_type")
+    if model_type not in (*FLOAT_SOURCES, "ibert"):
+        raise QuantizeError(f"--model: model_type {model_type!r} cannot be quantized: I-BERT's integer-only encoder "
+                            "is BERT's layer stack (bert, electra, roberta, ibert); ALBERT's shared layers and "
+                            "embedding projection have no integer version")
+    if not any(name.endswith("ForSequenceClassification") for name in config.get("architectures", [])):
+        raise QuantizeError(f"--model: {model_dir} holds no fine-tuned classifier (architectures: "
+                            f"{config.get('architectures')}); fine-tune it first with `encoderkit finetune glue`")
+    num_labels = len(config["id2label"]) if "id2label" in config else config.get("num_labels", 2)
+    if num_labels != task.num_labels:
+        raise QuantizeError(f"--model: the classifier has {num_labels} outputs, task {task.name} needs "
+                            f"{task.num_labels}; was it fine-tuned on another task?")
+    return config
+
+
+def load_float_classifier(model_dir: Path, model_type: str):
+    from encoderkit.models import hf_format, ibert
+
+    try:
+        if model_type == "ibert":
+            return ibert.from_pretrained(model_dir, CLASSIFIER, quant_mode=False)
+        if model_type == "roberta":  # RoBERTa is I-BERT in float
+            return ibert.ibert_from_float_pretrained(model_dir, CLASSIFIER, quant_mode=False)[0]
+        return hf_format.load_pretrained(model_dir, CLASSIFIER)
+    except ValueError as err:
+        raise QuantizeError(f"--model: {err}") from None
+
+
+def build_qat_model(model_dir: Path, model_type: str):
+    """The I-BERT QAT model (quant_mode on, every operation integer) with the checkpoint's weights, and the
+    names of the tensors the checkpoint has no counterpart for (ELECTRA's classifier: gelu where I-BERT's is tanh)."""
+    from encoderkit.models import ibert
+
+    try:
+        if model_type == "ibert":
+            return ibert.from_pretrained(model_dir, CLASSIFIER, quant_mode=True, force_dequant="none"), []
+        return ibert.ibert_from_float_pretrained(model_dir, CLASSIFIER)
+    except ValueError as err:  # e.g. ELECTRA-Small: an embedding projection I-BERT does not have
+        raise QuantizeError(f"--model: cannot be quantized: {err}") from None
+
+
+def set_range_momentum(model: torch.nn.Module, momentum: float) -> None:
+    from encoderkit.models.quant import QuantAct
+
+    for module in model.modules():
+        if isinstance(module, QuantAct):
+            module.act_range_momentum = momentum
+
+
+def qat_param_groups(model: torch.nn.Module, fresh: list[str], learning_rate: float, fresh_learning_rate: float,
+                     weight_decay: float) -> list[dict]:
+    """Weight-decay groups (as optim.decay_groups) at the QAT rate; the freshly initialised tensors at their own."""
+    groups: dict[tuple[bool, bool], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_fresh, no_decay = name in fresh, name.endswith(NO_DECAY_SUFFIXES)
+        group = groups.setdefault((is_fresh, no_decay), {
+            "params": [], "lr": fresh_learning_rate if is_fresh else learning_rate,
+            "weight_decay": 0.0 if no_decay else weight_decay,
+        })
+        group["params"].append(param)
+    return list(groups.values())
+
+
+def export_integer(qat_dir: Path, out_dir: Path, tokenizer, console: Console):
+    """The integer-only model of the QAT checkpoint, written to out_dir with the tokenizer; None if it does not
+    export (the QAT model stays usable), with the reason on the console."""
+    from encoderkit.models import ibert
+    from encoderkit.models.quant.runtime import export_integer_model
+
+    try:
+        integer = export_integer_model(ibert.from_pretrained(qat_dir, CLASSIFIER))
+    except ValueError as err:  # a rescale factor that fits no fixed-point multiplier, for instance
+        console.log(f"[yellow]integer-only export failed: {err}")
+        return None, str(err)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    integer.save(out_dir / INTEGER_FILE)
+    tokenizer.save(out_dir)
+    return integer, None
+
+
+# ---- the command ---------------------------------------------------------------------------------
+
+
+def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_dir: Path | None = None,
+                  bench: bool = False, console: Console | None = None) -> dict:
+    """QAT-fine-tune and export `model_dir` (fine-tuned on `task_name`); returns what results.json holds and
+    prints the comparison table."""
+    from accelerate import PartialState
+
+    from encoderkit.models import ibert
+    from encoderkit.train.loop import CHECKPOINTS, train, write_run_record
+
+    console = console or Console(stderr=True)
+    settings = recipe.quantize
+    task = get_task(task_name)
+    config = read_classifier_config(model_dir, task)
+    model_type = config["model_type"]
+    architecture = next(name for name in config["architectures"] if name.endswith("ForSequenceClassification"))
+    tokenizer = load_tokenizer(model_dir)
+    out = Path(recipe.output.dir)
+    if out.is_dir() and any(out.iterdir()):
+        raise QuantizeError(f"output.dir: '{out}' is not empty; choose another output.dir")
+    # Everything that can fail on input fails here, before anything is written or trained.
+    qat_model, fresh = build_qat_model(model_dir, model_type)
+    float_model = load_float_classifier(model_dir, model_type).to(PartialState().device).eval()
+    data = load_task(task.name, data_dir, splits=["train", *task.dev_splits])
+    train_set = encode_examples(data["train"], tokenizer, settings.max_seq_length)
+    dev = {split: encode_examples(data[split], tokenizer, settings.max_seq_length) for split in task.dev_splits}
+    batch_size = settings.task_batch_size.get(task.name, recipe.train.batch_size)
+    steps_per_epoch = len(train_set) // batch_size
+    if steps_per_epoch == 0:
+        raise RecipeError(f"train.batch_size: {batch_size} is more than the {len(train_set)} training examples "
+                          f"of {task.name}")
+    epochs = settings.task_epochs.get(task.name, settings.epochs)
+
+    write_run_record(out, dump_yaml(recipe))
+    scores = {"fp32": score_dev_splits(float_model, task, dev, settings.eval_batch_size)}
+    del float_model
+
+    set_range_momentum(qat_model, settings.act_range_momentum)
+    calibration = iter_batches(train_set, batch_size, shuffle=True, seed=recipe.train.seed)
+    ibert.calibrate(qat_model, ({key: batch[key] for key in MODEL_INPUTS}
+                                for batch in itertools.islice(calibration, settings.calibration_batches)))
+    scores["calibrated"] = score_dev_splits(qat_model, task, dev, settings.eval_batch_size)
+
+    console.log(f"{task.name}: QAT of {len(train_set)} training examples, {epochs} epochs of {steps_per_epoch} steps")
+    max_steps = epochs * steps_per_epoch
+    cfg = dataclasses.replace(recipe.train, batch_size=batch_size, max_steps=max_steps, save_every=steps_per_epoch,
+                              warmup_steps=round(settings.warmup_fraction * max_steps))
+    accumulation = cfg.gradient_accumulation_steps
+    batches = EpochBatches(train_set, batch_size // accumulation, steps_per_epoch * accumulation, cfg.seed)
+    keep_best = BestCheckpoint(task, dev, settings.eval_batch_size, out / QAT_DIR, tokenizer, cfg.seed,
+                               steps_per_epoch, writes=True, save_model=ibert.save_pretrained)
+    groups = qat_param_groups(qat_model, fresh, cfg.learning_rate, settings.new_head_learning_rate,
+                              cfg.weight_decay)
+    train(qat_model, ClassificationObjective(task.num_labels), batches, cfg, out / TRAIN_DIR, param_groups=groups,
+          evaluate=keep_best, eval_every=steps_per_epoch, console=console)
+    shutil.rmtree(out / TRAIN_DIR / CHECKPOINTS, ignore_errors=True)  # the best epoch is in qat/
+    del qat_model
+
+    best = json.loads((out / QAT_DIR / "eval.json").read_text())
+    scores["qat"] = best["scores"]
+    integer, export_error = export_integer(out / QAT_DIR, out / INTEGER_DIR, tokenizer, console)
+    if integer is not None:
+        scores["integer"] = score_dev_splits(integer, task, dev, settings.eval_batch_size)
+
+    fp32 = primary_score(task, scores["fp32"])
+    results = {
+        "recipe": recipe.name, "task": task.name, "model": str(model_dir), "architecture": architecture,
+        "train_examples": len(train_set), "epochs": epochs, "steps_per_epoch": steps_per_epoch,
+        "qat_best": {"epoch": best["epoch"], "step": best["step"]},
+        "freshly_initialised": fresh,
+        "scores": scores,
+        # the primary metric (first dev split) minus FP32's, in points
+        "difference_points": {name: 100 * (primary_score(task, each) - fp32)
+                              for name, each in scores.items() if name != "fp32"},
+    }
+    if export_error:
+        results["integer_export_error"] = export_error
+    write_json(out / RESULTS_FILE, results)
+    if bench:
+        results["bench"] = benchmark(model_dir, config, out / QAT_DIR, out / INTEGER_DIR / INTEGER_FILE, console)
+        write_json(out / RESULTS_FILE, results)
+    stdout = Console()
+    stdout.print(scores_table(task, scores, results["difference_points"], model_names(architecture, best["epoch"])))
+    if bench:
+        stdout.print(bench_table(results["bench"]))
+    return results
+
+
+def model_names(architecture: str, best_epoch: int) -> dict[str, str]:
+    """The table's name of each scored model."""
+    return {"fp32": f"FP32 {architecture}", "calibrated": "I-BERT, ranges calibrated, before QAT",
+            "qat": f"I-BERT QAT, best epoch ({best_epoch})", "integer": "integer-only, exported from QAT"}
+
+
+def scores_table(task: GlueTask, scores: dict[str, dict], differences: dict[str, float],
+                 names: dict[str, str]) -> Table:
+    """One row per model: every dev metric x100, and the primary metric's difference from FP32 in points."""
+    table = Table(title=f"{task.name} dev, x100: FP32 against quantized")
+    table.add_column("model")
+    columns = [(split, metric) for split, values in scores["fp32"].items() for metric in values]
+    for split, metric in columns:
+        table.add_column(metric if len(task.dev_splits) == 1 else f"{split} {metric}", justify="right")
+    table.add_column(f"{task.primary_metric} - FP32", justify="right")
+    for name, each in scores.items():
+        difference = f"{differences[name]:+.1f}" if name in differences else ""
+        table.add_row(names[name], *(f"{100 * each[split][metric]:.1f}" for split, metric in columns), difference)
+    return table
+
+
+# ---- --bench: FP32 against integer-only against transformers' I-BERT ---------------------------
+
+BENCH_SHAPES = ((1, 128), (32, 128))  # (batch, tokens): one request, and a batch of GLUE-length pairs
+BENCH_WARMUP, BENCH_REPEATS = 2, 5  # as benchmarks/run.py
+BENCH_SIDES = {"fp32": "FP32", "integer": "integer-only", "transformers": "transformers IBert quant_mode"}
+
+
+def timing_harness():
+    """benchmarks/harness.py, the project's one timing harness, from the source tree that holds this package
+    (and the bundled recipes)."""
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in sys.path:
+        sys.path.append(root)
+    try:
+        from benchmarks import harness
+    except ImportError:
+        raise QuantizeError(f"--bench: no benchmarks/harness.py in {root}; --bench runs from a source checkout "
+                            "of encoderkit") from None
+    return harness
+
+
+def benchmark(model_dir: Path, config: dict, qat_dir: Path, integer_file: Path, console: Console) -> dict:
+    """Latency and throughput of each side at BENCH_SHAPES, every side in its own process on the harness's
+    threads (2), interleaved rounds, the median. Sequences are cut to the model's positions if it has fewer."""
+    harness = timing_harness()
+    positions = config["max_position_embeddings"] - (config["pad_token_id"] + 1 if config["model_type"] in
+                                                     ("ibert", "roberta") else 0)
+    factories = {"fp32": ("bench_float", str(model_dir)), "integer": ("bench_integer", str(integer_file)),
+                 "transformers": ("bench_transformers", str(qat_dir))}
+    timings = {}
+    for batch_size, tokens in BENCH_SHAPES:
+        shape = {"vocab_size": config["vocab_size"], "batch_size": batch_size, "seq_len": min(tokens, positions)}
+        console.log(f"timing {batch_size} x {shape['seq_len']} tokens: {', '.join(BENCH_SIDES.values())}")
+        sides = {name: harness.Side(f"{__name__}:{factory}", {"path": path, **shape})
+                 for name, (factory, path) in factories.items() if name != "integer" or integer_file.is_file()}
+        measured = harness.compare(sides, BENCH_WARMUP, BENCH_REPEATS, flops=False)
+        timings[f"{batch_size}x{shape['seq_len']}"] = {
+            name: {"error": result.error} if result.error else {
+                "latency_ms": 1e3 * result.median_seconds, "sequences_per_s": batch_size / result.median_seconds}
+            for name, result in measured.items()}
+    return {"threads": harness.THREADS, "warmup": BENCH_WARMUP, "repeats": BENCH_REPEATS, "timings": timings}
+
+
+def _bench_step(model, vocab_size: int, batch_size: int, seq_len: int):
+    from benchmarks.common import classification_batch, inference_step
+
+    batch = classification_batch(batch_size, seq_len, vocab_size)
+    inputs = [batch[key] for key in MODEL_INPUTS]
+    return inference_step(model, lambda: model(*inputs))
+
+
+def bench_float(path: str, **shape):
+    """The fine-tuned float classifier (a harness.Side factory: runs in the side's own process)."""
+    from encoderkit.models.hf_format import read_config
+
+    return _bench_step(load_float_classifier(Path(path), read_config(path)["model_type"]), **shape)
+
+
+def bench_integer(path: str, **shape):
+    from encoderkit.models.quant.runtime import load_integer_model
+
+    return _bench_step(load_integer_model(path), **shape)
+
+
+def bench_transformers(path: str, **shape):
+    """transformers' IBertForSequenceClassification with quant_mode on (its simulated integers), the QAT weights."""
+    from transformers import IBertForSequenceClassification
+
+    return _bench_step(IBertForSequenceClassification.from_pretrained(path), **shape)
+
+
+def bench_table(bench: dict) -> Table:
+    table = Table(title=f"CPU inference, {bench['threads']} threads: latency (ms) and throughput (sequences/s), "
+                        f"median of {bench['repeats']}")
+    table.add_column("batch x tokens")
+    for name in BENCH_SIDES.values():
+        table.add_column(name, justify="right")
+    table.add_column("integer-only / FP32", justify="right")
+    for shape, sides in bench["timings"].items():
+        cells = []
+        for name in BENCH_SIDES:
+            side = sides.get(name, {"error": "not exported"})
+            cells.append(side["error"] if "error" in side else
+                         f"{side['latency_ms']:,.1f} ms\n{side['sequences_per_s']:,.1f} seq/s")
+        speedup = ("-" if any("error" in sides.get(name, {"error": ""}) for name in ("fp32", "integer")) else
+                   f"{sides['integer']['sequences_per_s'] / sides['fp32']['sequences_per_s']:.2f}x")
+        table.add_row(shape, *cells, speedup)
+    return table
