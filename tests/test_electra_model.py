@@ -175,6 +175,19 @@ def test_dropout_keeps_each_element_with_probability_1_minus_p_and_scales_it():
     assert torch.equal(dropout.eval()(x), x)
 
 
+def test_attention_with_dropout_computes_what_sdpa_computes():
+    """The CPU training path (our dropout mask) against SDPA, with dropout so rare that nothing is dropped."""
+    import torch.nn.functional as F
+
+    from encoderkit.models.layers import _attention_with_dropout
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 9, 8, generator=g) for _ in range(3))
+    key_mask = batch()["attention_mask"].bool()[:, None, None, :]
+    torch.testing.assert_close(_attention_with_dropout(q, k, v, key_mask, 1e-9),
+                               F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask))
+
+
 def generator_discriminator():
     generator = electra.ElectraConfig(**dict(TINY, hidden_size=24, intermediate_size=24, num_attention_heads=2))
     return electra.ElectraGeneratorDiscriminator(generator, electra.ElectraConfig(**TINY))
