@@ -7,6 +7,7 @@ commands start fast. Usage errors print one line and exit with code 2.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import typer
@@ -219,6 +220,8 @@ def main() -> None:
     from encoderkit.runtime import tune_allocator
 
     tune_allocator()
+    # Warnings (e.g. ELECTRA's collapse alarm) as one readable line, not a source excerpt.
+    warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"
     try:
         app()
     except USER_ERRORS as err:
