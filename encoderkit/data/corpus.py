@@ -136,9 +136,7 @@ def split_sentences(text: str) -> list[str]:
 # The embedded default corpus: English prose that ships with Python itself
 
 MIN_PARAGRAPH_WORDS = 5
-MIN_DOCUMENT_WORDS = 12
-# The name changes with what the corpus holds, so an older cached build is not read by mistake.
-DEFAULT_CORPUS_FILE = "default_corpus-v2.txt"
+MIN_DOCUMENT_WORDS = 30
 
 
 def default_corpus_path() -> Path:
@@ -147,7 +145,7 @@ def default_corpus_path() -> Path:
     The cache directory is $ENCODERKIT_CACHE, else ~/.cache/encoderkit.
     """
     cache_dir = Path(os.environ.get("ENCODERKIT_CACHE") or Path.home() / ".cache" / "encoderkit")
-    path = cache_dir / DEFAULT_CORPUS_FILE
+    path = cache_dir / "default_corpus.txt"
     if not path.exists():
         write_default_corpus(path)
     return path
@@ -171,8 +169,8 @@ def write_default_corpus(path: Path) -> None:
 def default_corpus_documents() -> Iterator[list[str]]:
     """Documents (lists of one-line paragraphs) of the default corpus, deduplicated, in a fixed order.
 
-    One document per docstring or prose comment block of the standard library's modules (and of the
-    modules in the pip/setuptools wheels bundled with ensurepip), in source order; one per
+    One document per source file: the docstrings and prose comments of a standard-library module (and
+    of the modules in the pip/setuptools wheels bundled with ensurepip) in source order; one per
     `pydoc_data.topics` topic. Nothing is imported: sources are parsed with `ast`.
     """
     seen = set()
@@ -189,11 +187,11 @@ def default_corpus_documents() -> Iterator[list[str]]:
 def _raw_default_documents() -> Iterator[list[str]]:
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     for file in _stdlib_sources(stdlib):
-        yield from module_documents(file.read_bytes())
+        yield module_prose(file.read_bytes())
     for wheel in sorted((stdlib / "ensurepip" / "_bundled").glob("*.whl")):
         with zipfile.ZipFile(wheel) as archive:
             for name in sorted(name for name in archive.namelist() if name.endswith(".py")):
-                yield from module_documents(archive.read(name))
+                yield module_prose(archive.read(name))
     topics = _pydoc_topics(stdlib / "pydoc_data" / "topics.py")
     for name in sorted(topics):
         yield prose_paragraphs(topics[name], indented_is_code=True)
@@ -220,13 +218,8 @@ def _pydoc_topics(path: Path) -> dict[str, str]:
 _COMMENT_LINE = re.compile(r"^\s*#\s?(.*)$")
 
 
-def module_documents(source: bytes) -> list[list[str]]:
-    """Prose of a Python module in source order, one document per docstring or comment block.
-
-    Each docstring is its own document: sentences of one docstring follow each other, while the
-    order of two functions' docstrings says nothing, so pairs across them would teach sentence-order
-    prediction nothing.
-    """
+def module_prose(source: bytes) -> list[str]:
+    """Prose of a Python module in source order: its docstrings and comment blocks."""
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
@@ -241,8 +234,7 @@ def module_documents(source: bytes) -> list[list[str]]:
         elif block:
             texts.append((number, "\n".join(block)))
             block = []
-    documents = (prose_paragraphs(text) for _, text in sorted(texts) if text)
-    return [document for document in documents if document]
+    return [paragraph for _, text in sorted(texts) if text for paragraph in prose_paragraphs(text)]
 
 
 def _documented_nodes(node: ast.AST) -> Iterator[ast.AST]:
