@@ -53,7 +53,7 @@ def test_show_round_trips(tmp_path):
         ("train.learning_rate=-1", "train.learning_rate: -1.0 is out of range"),
         ("train.optimizer=sgd", "train.optimizer: 'sgd' is not one of"),
         ("model.hidden_sise=3", "model.hidden_sise: unknown key"),
-        ("model.num_attention_heads=5", "model.hidden_size: 256 is not divisible"),
+        ("model.num_attention_heads=5", "model.hidden_size: 128 is not divisible"),
         ("tokenizer.path=/no/such/spiece.model", "tokenizer.path: '/no/such/spiece.model' does not exist"),
         ("data.max_seq_length=4096", "data.max_seq_length: 4096 exceeds"),
         ("nosection.key=1", "nosection"),
