@@ -6,6 +6,8 @@ imports. The parent drives the sides in turns: one step of each, round after rou
 other processes on a shared machine falls on both sides alike. The first rounds are warm-up; a side's
 time is the median over the rest. Every process gets the same settings: fp32 (unless the side itself
 autocasts), the same torch thread count, and the allocator setting of encoderkit's own entry point.
+Besides wall time, each step's CPU time (all threads, and processes it started) is kept: with one thread
+it hardly depends on what else runs on the machine.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-THREADS = 2
+DEFAULT_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,8 @@ class Side:
 
 @dataclass
 class SideResult:
-    step_seconds: list[float]  # the timed rounds, in order
+    step_seconds: list[float]  # wall time of the timed rounds, in order
+    cpu_seconds: list[float]  # CPU time of the same steps
     peak_rss_bytes: int  # of the side's process, or of the largest process it started
     flops_per_step: float | None  # counted on the first warm-up step
     error: str | None = None
@@ -44,17 +47,27 @@ class SideResult:
         return statistics.median(self.step_seconds)
 
 
-def configure_process() -> str:
-    """Thread count and allocator, identical in every benchmark process; returns the allocator setting."""
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(THREADS)
+def configure_process(threads: int | None = None) -> str:
+    """Thread count and allocator, identical in every benchmark process; returns the allocator setting.
+
+    The parent passes `threads`; the side processes it spawns inherit the count through the environment.
+    """
+    threads = threads or int(os.environ.get("OMP_NUM_THREADS", DEFAULT_THREADS))
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
     from encoderkit.runtime import tune_allocator
 
     allocator = tune_allocator()
     import torch
 
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
     return allocator
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of the processes it started and waited for."""
+    return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
 
 
 def _serve(connection, side: Side) -> None:
@@ -76,9 +89,10 @@ def _serve(connection, side: Side) -> None:
     while True:
         command = connection.recv()
         if command == "step":
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), _cpu_seconds()
             seconds = step()
-            connection.send(seconds if seconds is not None else time.perf_counter() - start)
+            wall = seconds if seconds is not None else time.perf_counter() - start
+            connection.send((wall, _cpu_seconds() - cpu_start))
         elif command == "flops":
             connection.send(count_flops(step))
         elif command == "rss":
@@ -116,14 +130,15 @@ def compare(sides: dict[str, Side], warmup: int, repeats: int, flops: bool = Tru
         live = {name: p for name, p in processes.items() if p.error is None}
         counted = {name: p.ask("flops") if flops else None for name, p in live.items()}
         first_timed = warmup - 1 if flops else warmup  # the counting step is a warm-up step
-        times: dict[str, list[float]] = {name: [] for name in live}
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in live}
         for round_index in range(first_timed + repeats):
             for name, process in live.items():
-                seconds = process.ask("step")
+                wall_and_cpu = process.ask("step")
                 if round_index >= first_timed:
-                    times[name].append(seconds)
-        results = {name: SideResult(times[name], p.ask("rss"), counted[name]) for name, p in live.items()}
-        results.update({name: SideResult([], 0, None, p.error) for name, p in processes.items() if p.error})
+                    times[name].append(wall_and_cpu)
+        results = {name: SideResult([w for w, _ in times[name]], [c for _, c in times[name]], p.ask("rss"),
+                                    counted[name]) for name, p in live.items()}
+        results.update({name: SideResult([], [], 0, None, p.error) for name, p in processes.items() if p.error})
         return {name: results[name] for name in sides}
     finally:
         for process in processes.values():

@@ -22,16 +22,10 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks import common
-from benchmarks.harness import THREADS, Side, compare, configure_process, gemm_peak_flops
+from benchmarks.harness import DEFAULT_THREADS, Side, compare, configure_process, gemm_peak_flops
 
 RESULTS = Path(__file__).with_name("results.json")
 WARMUP, REPEATS = 2, 5
-
-# The integer-only rows time what benchmarks/bench_quant.py provides (the quantization work's own file):
-# factories integer_model(batch_size, seq_len), ibert_reference(...) and dynamic_int8_reference(...), each
-# returning a step as harness.Side expects. Until it exists those rows say "not yet available".
-QUANT = "benchmarks.bench_quant"
-
 
 @dataclass(frozen=True)
 class Row:
@@ -57,10 +51,12 @@ def rows(tiny_model_dir: str) -> list[Row]:
                     reference=Side(f"benchmarks.{module}:{name}_reference", kwargs),
                     bf16=Side(f"benchmarks.{module}:{name}_ours", {**kwargs, "bf16": True}))
 
-    def quant(reference: str) -> dict:
+    def integer_only(reference: str) -> dict:
+        # The integer model compiles its elementwise chains on its first batch: a warm-up step, not counted.
         shape = dict(batch_size=32, seq_len=128)
-        return dict(ours=Side(f"{QUANT}:integer_model", shape), reference=Side(f"{QUANT}:{reference}", shape),
-                    units_per_step=32, unit="sequences/s", settings="b32×s128, padded pairs",
+        return dict(ours=Side("benchmarks.quantized:integer_model", shape),
+                    reference=Side(f"benchmarks.quantized:{reference}", shape), units_per_step=32,
+                    unit="sequences/s", settings="b32×s128, full length", warmup=1, count_flops=False,
                     flops_from="base-size classification inference, fp32")
 
     return [
@@ -79,9 +75,9 @@ def rows(tiny_model_dir: str) -> list[Row]:
             **sides("classification", "base_inference", batch_size=32, seq_len=128),
             reference_name="RobertaForSequenceClassification", unit="sequences/s", units_per_step=32,
             settings="b32×s128, padded pairs", min_ratio=1.0),
-        Row("base-size classification inference, integer-only", **quant("ibert_reference"),
+        Row("base-size classification inference, integer-only", **integer_only("ibert_reference"),
             reference_name="IBertForSequenceClassification quant_mode", min_ratio=12.0, repeats=3),
-        Row("base-size classification inference, integer-only", **quant("dynamic_int8_reference"),
+        Row("base-size classification inference, integer-only", **integer_only("dynamic_int8_reference"),
             reference_name="torch dynamic int8 (quantize_dynamic)", min_ratio=1.0),
         Row("fill-mask cold start (process start → first line)",
             ours=Side("benchmarks.cold_start:fill_mask_ours", {"model_dir": tiny_model_dir}),
@@ -212,6 +208,14 @@ def table(results: list[RowResult], peak: float) -> Table:
     return out
 
 
+def busy_warning(console: Console, load_average: float) -> None:
+    if load_average > 0.5:
+        console.print(f"[yellow]Other processes keep the CPU busy (load average {load_average:.1f} on "
+                      f"{os.cpu_count()} CPUs): every time is slower than on an idle machine, and ratios are noisier "
+                      "(a descheduled worker thread stalls every parallel region, so steps made of many small "
+                      "operations suffer most).[/]")
+
+
 def settings_table(settings: dict) -> Table:
     def text(value) -> str:
         if isinstance(value, float):
@@ -231,24 +235,26 @@ def settings_table(settings: dict) -> Table:
 def _side_json(result) -> dict:
     if result.error:
         return {"error": result.error}
-    return {"median_s": result.median_seconds, "step_s": result.step_seconds, "peak_rss_bytes": result.peak_rss_bytes,
-            "flops_per_step": result.flops_per_step}
+    return {"median_s": result.median_seconds, "step_s": result.step_seconds, "cpu_s": result.cpu_seconds,
+            "peak_rss_bytes": result.peak_rss_bytes, "flops_per_step": result.flops_per_step}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="run only the rows whose name contains this text (case-insensitive)")
     parser.add_argument("--repeats", type=int, help="timed rounds per row instead of each row's own count")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help="torch threads of every side (1 gives steadier ratios on a busy machine)")
     args = parser.parse_args()
     console = Console()
     if not console.is_terminal:  # a log file or a pipe: wide enough for the table
         console = Console(width=160)
     started = time.time()
     default_alloc_ms = allocation_cost_ms()
-    allocator = configure_process()  # the children inherit the thread settings and apply the same allocator
+    allocator = configure_process(args.threads)  # the sides inherit the thread count, apply the same allocator
     settings = {
         **environment(),
-        "threads": THREADS,
+        "threads": args.threads,
         "dtype": "fp32 (bf16 only in its own column, autocast)",
         "allocator": allocator,
         "alloc_fill_50MB_ms": {"glibc default": default_alloc_ms, "tuned": allocation_cost_ms()},
@@ -257,9 +263,10 @@ def main() -> None:
         "load_average_at_start": os.getloadavg(),
     }
     console.print(settings_table(settings))
+    busy_warning(console, settings["load_average_at_start"][0])
     peak = gemm_peak_flops()
     settings["gemm_peak_gflops"] = peak / 1e9
-    console.print(f"fp32 GEMM peak on {THREADS} threads: {peak / 1e9:.0f} GFLOP/s")
+    console.print(f"fp32 GEMM peak on {args.threads} threads: {peak / 1e9:.0f} GFLOP/s")
 
     results: list[RowResult] = []
     flops_by_row: dict[str, float] = {}
@@ -280,6 +287,7 @@ def main() -> None:
     settings["wall_minutes"] = (time.time() - started) / 60
     console.print(table(results, peak))
     console.print(settings_table(settings))
+    busy_warning(console, settings["load_average_at_start"][0])  # at the end our own threads count too
     RESULTS.write_text(json.dumps({
         "settings": settings,
         "rows": [{
