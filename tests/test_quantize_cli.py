@@ -150,11 +150,11 @@ def test_the_exported_qat_model_loads_in_transformers(bert_quantized):
 
 
 @pytest.mark.slow
-def test_predict_reads_stdin_with_the_float_and_the_integer_model(bert_quantized):
+def test_predict_reads_stdin_with_the_float_qat_and_integer_models(bert_quantized):
     best, out, _, _ = bert_quantized
     lines = ["the good film", "a bad old movie", "music good cast\tscene long"]
     answers = {}
-    for name, model_dir in (("fp32", best), ("integer", out / "integer")):
+    for name, model_dir in (("fp32", best), ("qat", out / "qat"), ("integer", out / "integer")):
         result = cli("predict", "--model", str(model_dir), "--task", "sst2", "--format", "jsonl",
                      stdin="\n".join(lines) + "\n")
         assert result.returncode == 0, result.stderr
@@ -162,7 +162,8 @@ def test_predict_reads_stdin_with_the_float_and_the_integer_model(bert_quantized
         assert [a["text"] for a in answers[name]] == lines
         assert [a["label"] for a in answers[name]][:2] == ["1", "0"]  # SST-2's label strings
         assert all(0.5 <= a["score"] <= 1 for a in answers[name])
-    assert [a["label"] for a in answers["fp32"]] == [a["label"] for a in answers["integer"]]
+    assert [a["label"] for a in answers["fp32"]] == [a["label"] for a in answers["qat"]] \
+        == [a["label"] for a in answers["integer"]]
 
     text = cli("predict", "--model", str(out / "integer"), stdin="good acting\na\tb\tc\n")
     assert text.returncode == 1  # one line failed, the others were answered

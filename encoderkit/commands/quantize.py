@@ -183,6 +183,8 @@ def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_
         raise RecipeError(f"train.batch_size: {batch_size} is more than the {len(train_set)} training examples "
                           f"of {task.name}")
     epochs = settings.task_epochs.get(task.name, settings.epochs)
+    if bench:
+        timing_harness()
 
     write_run_record(out, dump_yaml(recipe))
     scores = {"fp32": score_dev_splits(float_model, task, dev, settings.eval_batch_size)}
