@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from rich.console import Console
+from test_finetune_cli import keyword_sentences
 
 from encoderkit.commands import quantize
 from encoderkit.data.tokenizer import Tokenizer
@@ -32,7 +33,6 @@ from encoderkit.recipes import load_quantize_recipe
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
             max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
             initializer_range=0.2)
-FILLER = "the a film movie plot actor story scene cast music long short old new".split()
 # Short runs of the bundled recipe: I-BERT's learning rate and schedule, fewer and smaller batches.
 QUICK = ["quantize.max_seq_length=16", "train.batch_size=8", "quantize.task_batch_size={}", "quantize.epochs=2",
          "quantize.calibration_batches=4", "train.log_every=5"]
@@ -44,17 +44,6 @@ def cli(*args, stdin=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHDYNAMO_DISABLE": "1"}
     return subprocess.run([sys.executable, "-m", "encoderkit", *args], capture_output=True, text=True, timeout=300,
                           env=env, input=stdin)
-
-
-def keyword_sentences(rng, count):
-    """A sentence is positive exactly when it holds "good" (the negatives hold "bad")."""
-    sentences = []
-    for _ in range(count):
-        label = rng.randrange(2)
-        words = rng.sample(FILLER, 4) + ["good" if label else "bad"]
-        rng.shuffle(words)
-        sentences.append((" ".join(words), label))
-    return sentences
 
 
 @pytest.fixture(scope="module")
