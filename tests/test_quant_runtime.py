@@ -9,7 +9,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from encoderkit.models import ibert
-from encoderkit.models.quant import int_ops, runtime, schedule
+from encoderkit.models.quant import int_ops, runtime
 
 TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=40)
@@ -113,21 +113,19 @@ class _RecordOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_integer_path_has_no_float_arithmetic(classifier, monkeypatch):
+def test_integer_path_has_no_float_arithmetic(classifier):
     integer = eager(runtime.export_integer_model(classifier))
     inputs = batch(10)
-    monkeypatch.setattr(schedule, "workers", lambda: 1)  # all work in this thread, where the recorder is
     with _RecordOps() as recorder:
         integer(**inputs)
     with_floats = [(op, dtypes) for op, dtypes in recorder.ops if any(d.is_floating_point for d in dtypes)]
     # only the last two ops see a float: logits * logit_scale (float64) and the cast to float32
-    assert with_floats == recorder.ops[-2:]
-    assert with_floats[0][0] == "mul" and with_floats[1][0] in ("to", "_to_copy")
+    assert [op for op, _ in with_floats] == ["mul", "_to_copy"]
+    assert [op for op, _ in recorder.ops[-2:]] == ["mul", "_to_copy"]
     gemms = [(op, dtypes) for op, dtypes in recorder.ops if op in ("_int_mm", "mm", "addmm", "bmm", "matmul")]
     assert all(dtypes <= {torch.int8, torch.int32, torch.int64} for _, dtypes in gemms)
-    (B, S), nh, layers = inputs["input_ids"].shape, 4, 2
-    per_layer = 4 * len(schedule.tiles(B, S)) + 2 * B * nh  # q/k/v, o, ffn in/out per tile; per head q.k, p.v
-    assert sum(op == "_int_mm" for op, _ in gemms) == layers * per_layer
+    B, nh, layers = 3, 4, 2
+    assert sum(op == "_int_mm" for op, _ in gemms) == layers * (4 + 2 * B * nh)
     assert all(torch.int8 in dtypes and dtypes <= {torch.int8, torch.int32} for op, dtypes in gemms
                if op == "_int_mm")
 

@@ -1,14 +1,9 @@
 """The integer elementwise chains of the integer-only I-BERT (runtime.py), as functions of integer tensors.
 
 Each function is the work between two GEMMs; the recipes and their constants are those of the QAT modules
-(modules.py). Every argument is a tensor (constants too, 0-d or per channel) so one torch.compile'd graph
-serves every layer. `fused(fn)` returns that compiled version, which computes the same integers in one
-pass over memory, or `fn` itself where torch.compile cannot build C++ here.
-
-Widths: the constants' dtypes choose them. Export stores a constant as int32 where every product it enters
-fits 32 bits (checked on the values' range), else int64, and torch's type promotion carries that through
-the chain: int32 vectors hold twice the lanes. Values are narrowed back to int32 after each saturation.
-Constants are never 0-d (shape (1,) for a scalar): a 0-d tensor would not take part in the promotion.
+(modules.py). Every argument is a tensor (constants too, as 0-d or per-channel int64 tensors) so one
+torch.compile'd graph serves every layer. `fused(fn)` returns that compiled version, which computes the
+same integers in one pass over memory, or `fn` itself where torch.compile cannot build C++ here.
 """
 
 from __future__ import annotations
@@ -24,7 +19,7 @@ logger = logging.getLogger(__name__)
 EXP_SHIFT = 30  # i-exp evaluates 2^-q at 2^30 (IntSoftmax.const)
 SOFTMAX_SUM_BITS = 32  # probabilities = exp * floor(2^32 / sum) / 2^24 (IntSoftmax.max_bit)
 ERF_SHIFT_BITS = 14  # IntGELU.shift_bits
-MASKED = -(1 << 30)  # added to masked int32 scores (|score| <= 2^20): clipped by i-exp to exp(-30 ln 2)
+MASKED = -(1 << 40)  # added to masked attention scores: below any score, clipped by i-exp to exp(-30 ln 2)
 
 
 def round_shift(v: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
@@ -33,7 +28,7 @@ def round_shift(v: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
 
 
 def fixed_mul(v: torch.Tensor, m: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-    """round(v * m / 2^e): requantization by a fixed-point multiplier, in the wider of v's and m's dtypes."""
+    """round(v * m / 2^e): requantization by a fixed-point multiplier (v, m int64)."""
     return round_shift(v * m, e)
 
 
@@ -60,49 +55,56 @@ def isqrt(n: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def layernorm_requant(x: torch.Tensor, shift, bias, out_m, out_e, next_m, next_e) -> torch.Tensor:
-    """IntLayerNorm over the last dimension of int32 x, then its 8-bit requantization and the next
-    QuantAct's (an identity where there is none); returns int8."""
-    mean = round_div(x.sum(-1, keepdim=True, dtype=torch.int64), x.shape[-1])
+def layernorm_requant(x: torch.Tensor, shift: torch.Tensor, bias: torch.Tensor, out_m: torch.Tensor,
+                      out_e: torch.Tensor, next_m: torch.Tensor | None = None,
+                      next_e: torch.Tensor | None = None) -> torch.Tensor:
+    """IntLayerNorm over the last dimension of int64 x, then its 8-bit requantization (and optionally a
+    second one, the next QuantAct's); returns int8."""
+    mean = round_div(x.sum(-1, keepdim=True), x.shape[-1])
     y = x - mean
     y_shifted = y >> shift
     std = (isqrt((y_shifted * y_shifted).sum(-1, keepdim=True)) << shift).clamp(min=1)
     factor = (1 << 31) // std
-    out = saturate(fixed_mul(((y * factor) >> 1) + bias, out_m, out_e), 8).int()
-    return saturate(fixed_mul(out, next_m, next_e), 8).to(torch.int8)
+    out = saturate(fixed_mul(((y * factor) >> 1) + bias, out_m, out_e), 8)
+    if next_m is not None:
+        out = saturate(fixed_mul(out, next_m, next_e), 8)
+    return out.to(torch.int8)
 
 
 def embed(words: torch.Tensor, types: torch.Tensor, positions: torch.Tensor, word_m, word_e, type_m, type_e,
-          position_m, position_e, shift, bias, out_m, out_e, next_m, next_e) -> torch.Tensor:
+          position_m, position_e, shift, bias, out_m, out_e) -> torch.Tensor:
     """Rows of the int8 tables -> 16-bit sums (I-BERT's embeddings_act1, twice) -> LayerNorm -> int8."""
-    # int8 -> int32 first: Inductor's direct int8 -> int64 conversion is several times slower
-    x = saturate(fixed_mul(words.int(), word_m, word_e) + fixed_mul(types.int(), type_m, type_e), 16)
-    x = saturate(x + fixed_mul(positions.int(), position_m, position_e), 16)
-    return layernorm_requant(x.int(), shift, bias, out_m, out_e, next_m, next_e)
+    x = saturate(fixed_mul(words.long(), word_m, word_e) + fixed_mul(types.long(), type_m, type_e), 16)
+    x = saturate(x + fixed_mul(positions.long(), position_m, position_e), 16)
+    return layernorm_requant(x, shift, bias, out_m, out_e)
 
 
-def qkv_requant(acc: torch.Tensor, rescale_m, rescale_e, bias, m, e) -> torch.Tensor:
+def qkv_requant(acc: torch.Tensor, bias, m, e, rescale_m=None, rescale_e=None) -> torch.Tensor:
     """q/k/v accumulators (+ bias) -> int8; `rescale` first corrects an input whose true scale differs from
-    the one the layer was told (see ibert.IBertEncoder; an identity where they agree)."""
-    z = fixed_mul(acc.long(), rescale_m, rescale_e)
+    the one the layer was told (see ibert.IBertEncoder)."""
+    z = acc.long()
+    if rescale_m is not None:
+        z = fixed_mul(z, rescale_m, rescale_e)
     return saturate(fixed_mul(z + bias, m, e), 8).to(torch.int8)
 
 
-def softmax(scores: torch.Tensor, mask: torch.Tensor, x0, div_m, div_s, b, c, m, e) -> torch.Tensor:
+def softmax(scores: torch.Tensor, mask: torch.Tensor | None, x0, b, c, m, e) -> torch.Tensor:
     """i-softmax of int32 scores (B, nh, S, S), mask (B, 1, 1, S) of 0 / MASKED -> probabilities in 0..255
     (at scale 2^-8), returned as int8 p - 128 for the int8 GEMM.
 
-    exp(x) = 2^-q exp(r) with x = q x0 + r, x0 = -ln 2 as an integer; exp(r) ~ (r + b) r + c. The division
-    q = floor(x / x0) is a multiplication by div_m and a shift by div_s (exact on the clipped range of x,
-    checked at export). The 16-bit requantization of exp * 2^(30 - q) is one rounding shift by e - 30 + q.
+    exp(x) = 2^-q exp(r) with x = q x0 + r, x0 = -ln 2 as an integer; exp(r) ~ (r + b) r + c. The 16-bit
+    requantization of exp * 2^(30 - q) is folded into one rounding shift by e - 30 + q.
     """
-    x = scores + mask
-    x = torch.maximum(x - x.amax(-1, keepdim=True), EXP_SHIFT * x0)  # int32
-    q = ((-x.long() * div_m) >> div_s).int()  # 0..30
+    x = scores.long()
+    if mask is not None:
+        x = x + mask
+    x = x - x.amax(-1, keepdim=True)
+    x = torch.maximum(x, EXP_SHIFT * x0)
+    q = torch.div(x, x0, rounding_mode="floor")
     r = x - x0 * q
-    z = (r + b) * r + c  # > 0 on (x0, 0] (checked at export)
-    exp = round_shift(z * m, (e - EXP_SHIFT + q).clamp(max=63)).clamp(max=32767).int()  # shift 63: 0
-    factor = (1 << SOFTMAX_SUM_BITS) // exp.sum(-1, keepdim=True, dtype=torch.int64)
+    z = ((r + b) * r + c).clamp(min=0)
+    exp = saturate(round_shift(z * m, (e - EXP_SHIFT + q).clamp(max=63)), 16)  # >= 63: 0 (z * m < 2^62)
+    factor = (1 << SOFTMAX_SUM_BITS) // exp.sum(-1, keepdim=True)
     return (((exp * factor) >> (SOFTMAX_SUM_BITS - 8)) - 128).to(torch.int8)
 
 
@@ -114,26 +116,26 @@ def context_requant(context: torch.Tensor, value_sum: torch.Tensor, m, e) -> tor
     return out.transpose(1, 2).reshape(B * S, nh * hs)
 
 
-def residual_layernorm(acc: torch.Tensor, bias, m, e, residual: torch.Tensor, rescale_m, rescale_e, residual_m,
-                       residual_e, shift, ln_bias, out_m, out_e, next_m, next_e) -> torch.Tensor:
+def residual_layernorm(acc: torch.Tensor, bias, m, e, residual: torch.Tensor, residual_m, residual_e, shift,
+                       ln_bias, out_m, out_e, next_m=None, next_e=None, rescale_m=None,
+                       rescale_e=None) -> torch.Tensor:
     """dense accumulators + bias and the int8 residual, each requantized, summed to 22 bits -> LayerNorm ->
-    int8 -> the next QuantAct. `rescale` first rounds the residual to the scale the layer was told."""
-    r = fixed_mul(fixed_mul(residual.int(), rescale_m, rescale_e), residual_m, residual_e)
-    x = saturate(fixed_mul(acc.long() + bias, m, e) + r, 22)
-    return layernorm_requant(x.int(), shift, ln_bias, out_m, out_e, next_m, next_e)
+    int8 (-> the next QuantAct). `rescale` first rounds the residual to the scale the layer was told."""
+    r = residual.long()
+    if rescale_m is not None:
+        r = fixed_mul(r, rescale_m, rescale_e)
+    x = saturate(fixed_mul(acc.long() + bias, m, e) + fixed_mul(r, residual_m, residual_e), 22)
+    return layernorm_requant(x, shift, ln_bias, out_m, out_e, next_m, next_e)
 
 
-def gelu_requant(acc: torch.Tensor, bias, erf_b, erf_c, erf_one, m, e, shift, limit, next_m,
-                 next_e) -> torch.Tensor:
+def gelu_requant(acc: torch.Tensor, bias, erf_b, erf_c, erf_one, m, e, next_m, next_e) -> torch.Tensor:
     """i-GELU of the dense accumulators + bias: x * (erf_int + 1_int) with erf(x / sqrt 2) ~
     sign(x) ((min(|x|, -b) + b)^2 + c) / 2^14; then two 8-bit requantizations (the GELU's QuantAct and the
-    next layer's input QuantAct). The first is runtime._wide_fixed_point's: shift, clamp, multiply."""
-    x = acc.to(erf_b.dtype) + bias
+    next layer's input QuantAct)."""
+    x = acc.long() + bias
     clipped = torch.minimum(x.abs(), -erf_b) + erf_b
-    poly = clipped * clipped + erf_c
-    erf = torch.where(x < 0, -poly, poly) >> ERF_SHIFT_BITS  # sign(x) poly, but x = 0 gives 0 below anyway
-    gelu = torch.minimum(torch.maximum((x.long() * (erf + erf_one)) >> shift, -limit), limit)
-    out = saturate(fixed_mul(gelu, m, e), 8).int()
+    erf = (torch.sign(x) * (clipped * clipped + erf_c)) >> ERF_SHIFT_BITS
+    out = saturate(fixed_mul(x * (erf + erf_one), m, e), 8)
     return saturate(fixed_mul(out, next_m, next_e), 8).to(torch.int8)
 
 
@@ -148,6 +150,4 @@ def fused(fn):
     if not _can_compile():
         logger.warning("no C++ compiler: the integer chains run eagerly (slower, same results)")
         return fn
-    # Shapes static at first, dynamic once a second shape is seen. The C++ wrapper releases the GIL while the
-    # kernel runs (the default Python wrapper does not), so schedule.py's workers run chains in parallel.
-    return torch.compile(fn, options={"cpp_wrapper": True})
+    return torch.compile(fn, dynamic=False)
