@@ -102,7 +102,10 @@ def test_quantized_dev_accuracy_within_one_point_of_fp32(bert_quantized):
     accuracy = {name: scores["dev"]["accuracy"] for name, scores in results["scores"].items()}
     assert set(accuracy) == {"fp32", "calibrated", "qat", "integer"}
     assert accuracy["fp32"] >= 0.95  # the task was learned, so the comparison means something
-    assert abs(results["difference_points"]["qat"]) <= 1.0 and abs(results["difference_points"]["integer"]) <= 1.0
+    # Within 1 point; one example in 100 is exactly 1 point, give or take float rounding (1.0000000000000009).
+    within_one_point = 1.0 + 1e-9
+    assert abs(results["difference_points"]["qat"]) <= within_one_point
+    assert abs(results["difference_points"]["integer"]) <= within_one_point
     assert results["difference_points"]["integer"] == pytest.approx(100 * (accuracy["integer"] - accuracy["fp32"]))
     assert results["freshly_initialised"] == []  # BERT's pooler + classifier are I-BERT's classifier head
     assert results["steps_per_epoch"] == 160 // 8 and results["epochs"] == 2
@@ -193,7 +196,7 @@ def test_an_i_bert_checkpoint_is_quantized_as_it_is(bert_quantized, glue_dir, tm
     assert result.returncode == 0, result.stderr
     second = json.loads((again / "results.json").read_text())
     assert second["architecture"] == "IBertForSequenceClassification" and second["freshly_initialised"] == []
-    assert abs(second["difference_points"]["integer"]) <= 1.0
+    assert abs(second["difference_points"]["integer"]) <= 1.0 + 1e-9  # 1 point, give or take float rounding
     assert "FP32 IBertForSequenceClassification" in result.stdout
 
 
