@@ -88,19 +88,28 @@ def _serve(connection, side: Side) -> None:
         return
     while True:
         command = connection.recv()
-        if command == "step":
-            start, cpu_start = time.perf_counter(), _cpu_seconds()
-            seconds = step()
-            wall = seconds if seconds is not None else time.perf_counter() - start
-            connection.send((wall, _cpu_seconds() - cpu_start))
-        elif command == "flops":
-            connection.send(count_flops(step))
-        elif command == "rss":
-            peak_kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                           resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-            connection.send(peak_kib * 1024)
-        else:
+        try:
+            if command == "step":
+                start, cpu_start = time.perf_counter(), _cpu_seconds()
+                seconds = step()
+                wall = seconds if seconds is not None else time.perf_counter() - start
+                connection.send((wall, _cpu_seconds() - cpu_start))
+            elif command == "flops":
+                connection.send(count_flops(step))
+            elif command == "rss":
+                peak_kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+                connection.send(peak_kib * 1024)
+            else:
+                return
+        except Exception as err:
+            traceback.print_exc()
+            connection.send(SideFailed(f"{type(err).__name__}: {err}"))
             return
+
+
+class SideFailed(Exception):
+    """A side's step raised; the message names the error."""
 
 
 class _SideProcess:
@@ -113,7 +122,11 @@ class _SideProcess:
 
     def ask(self, command: str):
         self.connection.send(command)
-        return self.connection.recv()
+        answer = self.connection.recv()
+        if isinstance(answer, SideFailed):
+            self.error = str(answer)
+            raise answer
+        return answer
 
     def close(self) -> None:
         if self.process.is_alive():
@@ -127,19 +140,30 @@ def compare(sides: dict[str, Side], warmup: int, repeats: int, flops: bool = Tru
     try:
         for name, side in sides.items():
             processes[name] = _SideProcess(side)
-        live = {name: p for name, p in processes.items() if p.error is None}
-        counted = {name: p.ask("flops") if flops else None for name, p in live.items()}
+        counted = {name: None for name in processes}
         first_timed = warmup - 1 if flops else warmup  # the counting step is a warm-up step
-        times: dict[str, list[tuple[float, float]]] = {name: [] for name in live}
-        for round_index in range(first_timed + repeats):
-            for name, process in live.items():
-                wall_and_cpu = process.ask("step")
-                if round_index >= first_timed:
-                    times[name].append(wall_and_cpu)
-        results = {name: SideResult([w for w, _ in times[name]], [c for _, c in times[name]], p.ask("rss"),
-                                    counted[name]) for name, p in live.items()}
-        results.update({name: SideResult([], [], 0, None, p.error) for name, p in processes.items() if p.error})
-        return {name: results[name] for name in sides}
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in processes}
+        for round_index in range(-1 if flops else 0, first_timed + repeats):
+            for name, process in processes.items():
+                if process.error is not None:
+                    continue
+                try:
+                    if round_index < 0:
+                        counted[name] = process.ask("flops")
+                    elif round_index < first_timed:
+                        process.ask("step")
+                    else:
+                        times[name].append(process.ask("step"))
+                except SideFailed:
+                    continue  # process.error says why; the other sides go on
+        results = {}
+        for name, process in processes.items():
+            if process.error:
+                results[name] = SideResult([], [], 0, None, process.error)
+            else:
+                walls, cpus = ([wall for wall, _ in times[name]], [cpu for _, cpu in times[name]])
+                results[name] = SideResult(walls, cpus, process.ask("rss"), counted[name])
+        return results
     finally:
         for process in processes.values():
             process.close()
@@ -170,10 +194,16 @@ def count_flops(step) -> float:
     return float(counter.get_total_flops())
 
 
-def gemm_peak_flops(size: int = 2048, warmup: int = 3, repeats: int = 15) -> float:
-    """This CPU's fp32 matrix-multiply rate (FLOP/s) with the benchmark's threads: the median of square GEMMs."""
-    result = compare({"gemm": Side("benchmarks.harness:square_gemm", {"size": size})}, warmup, repeats)["gemm"]
-    return 2 * size**3 / result.median_seconds
+GEMM_SIZE = 2048
+
+
+def gemm_side() -> Side:
+    """This CPU's fp32 matrix-multiply rate, as a side timed in the same rounds as a row's sides."""
+    return Side("benchmarks.harness:square_gemm", {"size": GEMM_SIZE})
+
+
+def gemm_flops_per_second(result: SideResult) -> float:
+    return 2 * GEMM_SIZE**3 / result.median_seconds
 
 
 def square_gemm(size: int):

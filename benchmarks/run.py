@@ -2,7 +2,8 @@
 
 Each row is timed by harness.compare (sides in their own processes, interleaved rounds, median).
 Model FLOPs utilisation (MFU) divides the reference's FLOPs per step (the work the standard model does,
-counted by torch) by each side's time and by this CPU's fp32 GEMM rate, measured at the start of the run.
+counted by torch) by each side's time and by this CPU's fp32 GEMM rate, a 2048³ matrix product timed in
+the same rounds as the row's sides (so a busy machine slows the peak as it slows the row).
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks import common
-from benchmarks.harness import DEFAULT_THREADS, Side, compare, configure_process, gemm_peak_flops
+from benchmarks.harness import DEFAULT_THREADS, Side, compare, configure_process, gemm_flops_per_second, gemm_side
 
 RESULTS = Path(__file__).with_name("results.json")
 WARMUP, REPEATS = 2, 5
+
 
 @dataclass(frozen=True)
 class Row:
@@ -92,6 +94,7 @@ class RowResult:
     row: Row
     sides: dict = field(default_factory=dict)  # side name -> harness.SideResult
     model_flops: float | None = None
+    gemm_peak: float | None = None  # FLOP/s, measured in the row's rounds
 
     def value(self, side: str) -> float | None:
         result = self.sides.get(side)
@@ -105,11 +108,11 @@ class RowResult:
             return None
         return reference.median_seconds / ours.median_seconds
 
-    def mfu(self, side: str, peak: float) -> float | None:
+    def mfu(self, side: str) -> float | None:
         result = self.sides.get(side)
-        if self.model_flops is None or result is None or result.error:
+        if self.model_flops is None or self.gemm_peak is None or result is None or result.error:
             return None
-        return self.model_flops / result.median_seconds / peak
+        return self.model_flops / result.median_seconds / self.gemm_peak
 
     def meets_target(self) -> bool | None:
         if self.row.max_seconds is not None:
@@ -121,7 +124,13 @@ def run_row(row: Row, bf16_supported: bool, flops_by_row: dict[str, float]) -> R
     sides = {"ours": row.ours, "reference": row.reference}
     if row.bf16 is not None and bf16_supported:
         sides["bf16"] = row.bf16
+    with_mfu = row.count_flops or row.flops_from is not None
+    if with_mfu:
+        sides["gemm"] = gemm_side()
     result = RowResult(row, compare(sides, row.warmup, row.repeats, flops=row.count_flops))
+    if with_mfu:
+        gemm = result.sides.pop("gemm")
+        result.gemm_peak = None if gemm.error else gemm_flops_per_second(gemm)
     reference = result.sides["reference"]
     if row.flops_from is not None:
         result.model_flops = flops_by_row.get(row.flops_from)
@@ -182,7 +191,7 @@ def _mb(result) -> str:
     return "—" if result is None or result.error else f"{result.peak_rss_bytes / 2**20:,.0f}"
 
 
-def table(results: list[RowResult], peak: float) -> Table:
+def table(results: list[RowResult]) -> Table:
     out = Table(title="encoderkit (ours) vs the reference: median per step, higher is better except seconds",
                 show_lines=True)
     for column in ("row", "ours", "reference", "ratio", "target", "MFU\nours / ref", "peak RSS MB\nours / ref",
@@ -194,14 +203,15 @@ def table(results: list[RowResult], peak: float) -> Table:
         target += {True: " [green]✓[/]", False: " [red]✗[/]", None: ""}[r.meets_target()]
         ratio, bf16 = r.ratio(), r.value("bf16")
         errors = "".join(f"\n[yellow]{name}: {s.error}[/]" for name, s in r.sides.items() if s.error)
+        peak = "" if r.gemm_peak is None else f"; GEMM {r.gemm_peak / 1e9:.0f} GFLOP/s"
         out.add_row(
             f"{row.name}\n[dim]vs {row.reference_name}\n{row.settings}; warm-up {row.warmup}, median of "
-            f"{row.repeats}[/]{errors}",
+            f"{row.repeats}{peak}[/]{errors}",
             _rate(r.value("ours"), row.unit),
             _rate(r.value("reference"), row.unit),
             "—" if ratio is None else f"{ratio:.2f}×",
             target,
-            _pair(_pct(r.mfu("ours", peak)), _pct(r.mfu("reference", peak))),
+            _pair(_pct(r.mfu("ours")), _pct(r.mfu("reference"))),
             _pair(_mb(r.sides.get("ours")), _mb(r.sides.get("reference"))),
             "—" if bf16 is None else f"{_rate(bf16, row.unit)}\n({r.ratio('bf16'):.2f}×)",
         )
@@ -264,9 +274,6 @@ def main() -> None:
     }
     console.print(settings_table(settings))
     busy_warning(console, settings["load_average_at_start"][0])
-    peak = gemm_peak_flops()
-    settings["gemm_peak_gflops"] = peak / 1e9
-    console.print(f"fp32 GEMM peak on {args.threads} threads: {peak / 1e9:.0f} GFLOP/s")
 
     results: list[RowResult] = []
     flops_by_row: dict[str, float] = {}
@@ -281,11 +288,11 @@ def main() -> None:
                 row = dataclasses.replace(row, repeats=args.repeats)
             console.print(f"[bold]{row.name}[/] …")
             results.append(run_row(row, settings["bf16_supported"], flops_by_row))
-            console.print(table(results[-1:], peak))
+            console.print(table(results[-1:]))
 
     settings["load_average_at_end"] = os.getloadavg()
     settings["wall_minutes"] = (time.time() - started) / 60
-    console.print(table(results, peak))
+    console.print(table(results))
     console.print(settings_table(settings))
     busy_warning(console, settings["load_average_at_start"][0])  # at the end our own threads count too
     RESULTS.write_text(json.dumps({
@@ -294,7 +301,7 @@ def main() -> None:
             "name": r.row.name, "reference": r.row.reference_name, "unit": r.row.unit,
             "settings": r.row.settings, "ours": r.value("ours"), "reference_value": r.value("reference"),
             "ratio": r.ratio(), "meets_target": r.meets_target(), "model_flops_per_step": r.model_flops,
-            "mfu": {side: r.mfu(side, peak) for side in r.sides},
+            "gemm_peak_flops": r.gemm_peak, "mfu": {side: r.mfu(side) for side in r.sides},
             "bf16": r.value("bf16"), "bf16_ratio": r.ratio("bf16") if "bf16" in r.sides else None,
             "sides": {name: _side_json(s) for name, s in r.sides.items()},
         } for r in results],

@@ -9,7 +9,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from encoderkit.models import ibert
-from encoderkit.models.quant import int_ops, runtime
+from encoderkit.models.quant import int_ops, runtime, schedule
 
 TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=40)
@@ -58,10 +58,12 @@ def classifier():
 
 @pytest.mark.parametrize("std", [0.2, 0.02], ids=["weights-0.2", "weights-0.02"])
 @pytest.mark.parametrize("size", [(3, 12), (1, 5)], ids=["3x12-padded", "1x5"])
-def test_integer_model_matches_the_qat_model(std, size):
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_integer_model_matches_the_qat_model(std, size, workers, monkeypatch):
     """Tolerance: the encoder's int8 outputs are equal to the QAT model's integers (every token that is not
     padding); logits within LOGITS_ATOL. std 0.02 gives attention scores a scale below 4e-5 (where
-    transformers' softmax overflows float32)."""
+    transformers' softmax overflows float32). Workers: whole sequences per worker, or layers split."""
+    monkeypatch.setattr(schedule, "workers", lambda: workers)
     qat = qat_model(std=std)
     inputs = batch(7, size)
     integer = eager(runtime.export_integer_model(qat))
@@ -113,19 +115,21 @@ class _RecordOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_integer_path_has_no_float_arithmetic(classifier):
+def test_integer_path_has_no_float_arithmetic(classifier, monkeypatch):
     integer = eager(runtime.export_integer_model(classifier))
     inputs = batch(10)
+    monkeypatch.setattr(schedule, "workers", lambda: 1)  # all work in this thread, where the recorder is
     with _RecordOps() as recorder:
         integer(**inputs)
     with_floats = [(op, dtypes) for op, dtypes in recorder.ops if any(d.is_floating_point for d in dtypes)]
-    # only the last two ops see a float: logits * logit_scale (float64) and the cast to float32
-    assert [op for op, _ in with_floats] == ["mul", "_to_copy"]
-    assert [op for op, _ in recorder.ops[-2:]] == ["mul", "_to_copy"]
+    # only the last ops see a float: logits * logit_scale (float64), the cast to float32, joining the groups
+    assert with_floats == recorder.ops[-len(with_floats):]
+    assert [op for op, _ in with_floats] in (["mul", "to", "cat"], ["mul", "_to_copy", "cat"])
     gemms = [(op, dtypes) for op, dtypes in recorder.ops if op in ("_int_mm", "mm", "addmm", "bmm", "matmul")]
     assert all(dtypes <= {torch.int8, torch.int32, torch.int64} for _, dtypes in gemms)
-    B, nh, layers = 3, 4, 2
-    assert sum(op == "_int_mm" for op, _ in gemms) == layers * (4 + 2 * B * nh)
+    (B, S), nh, layers = inputs["input_ids"].shape, 4, 2
+    per_layer = 4 * len(schedule.sequence_groups(B, S)) + 2 * B * nh  # 4 per group of rows; 2 per head
+    assert sum(op == "_int_mm" for op, _ in gemms) == layers * per_layer
     assert all(torch.int8 in dtypes and dtypes <= {torch.int8, torch.int32} for op, dtypes in gemms
                if op == "_int_mm")
 

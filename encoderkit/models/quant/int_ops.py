@@ -1,9 +1,16 @@
-"""The integer elementwise chains of the integer-only I-BERT (runtime.py), as functions of integer tensors.
+"""The integer-only I-BERT's computation (runtime.py) as functions of integer tensors: int8 GEMMs
+(torch._int_mm) and the elementwise chains between them.
 
-Each function is the work between two GEMMs; the recipes and their constants are those of the QAT modules
-(modules.py). Every argument is a tensor (constants too, as 0-d or per-channel int64 tensors) so one
-torch.compile'd graph serves every layer. `fused(fn)` returns that compiled version, which computes the
-same integers in one pass over memory, or `fn` itself where torch.compile cannot build C++ here.
+The recipes and constants are those of the QAT modules (modules.py). The stages (`embed`, `project`,
+`attend`, `feed_forward`, `layer`) take a block's constants as a dict of tensors, so one compiled graph
+serves every layer. `fused(fn)` is fn compiled by torch.compile: each chain becomes one vectorized C++
+loop nest (one pass over memory) and the GEMMs are called from C++ with the GIL released; or fn itself
+where torch.compile cannot build C++ here (same integers, slower).
+
+Widths: the constants' dtypes choose them. Export stores a constant as int32 where every product it enters
+fits 32 bits (checked on the values' range), else int64, and torch's type promotion carries that through
+the chain: int32 vectors hold twice the lanes. Values are narrowed back to int32 after each saturation.
+Constants are never 0-d (shape (1,) for a scalar): a 0-d tensor would not take part in the promotion.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ logger = logging.getLogger(__name__)
 EXP_SHIFT = 30  # i-exp evaluates 2^-q at 2^30 (IntSoftmax.const)
 SOFTMAX_SUM_BITS = 32  # probabilities = exp * floor(2^32 / sum) / 2^24 (IntSoftmax.max_bit)
 ERF_SHIFT_BITS = 14  # IntGELU.shift_bits
-MASKED = -(1 << 40)  # added to masked attention scores: below any score, clipped by i-exp to exp(-30 ln 2)
+MASKED = -(1 << 30)  # added to masked int32 scores (|score| <= 2^20): clipped by i-exp to exp(-30 ln 2)
 
 
 def round_shift(v: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
@@ -28,7 +35,7 @@ def round_shift(v: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
 
 
 def fixed_mul(v: torch.Tensor, m: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-    """round(v * m / 2^e): requantization by a fixed-point multiplier (v, m int64)."""
+    """round(v * m / 2^e): requantization by a fixed-point multiplier, in the wider of v's and m's dtypes."""
     return round_shift(v * m, e)
 
 
@@ -55,88 +62,116 @@ def isqrt(n: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def layernorm_requant(x: torch.Tensor, shift: torch.Tensor, bias: torch.Tensor, out_m: torch.Tensor,
-                      out_e: torch.Tensor, next_m: torch.Tensor | None = None,
-                      next_e: torch.Tensor | None = None) -> torch.Tensor:
-    """IntLayerNorm over the last dimension of int64 x, then its 8-bit requantization (and optionally a
-    second one, the next QuantAct's); returns int8."""
-    mean = round_div(x.sum(-1, keepdim=True), x.shape[-1])
+def layernorm_requant(x: torch.Tensor, t: dict) -> torch.Tensor:
+    """IntLayerNorm over the last dimension of int32 x, then its 8-bit requantization and the next
+    QuantAct's (an identity where there is none); returns int8."""
+    shift = t["shift"]
+    mean = round_div(x.sum(-1, keepdim=True, dtype=torch.int64), x.shape[-1])
     y = x - mean
     y_shifted = y >> shift
     std = (isqrt((y_shifted * y_shifted).sum(-1, keepdim=True)) << shift).clamp(min=1)
     factor = (1 << 31) // std
-    out = saturate(fixed_mul(((y * factor) >> 1) + bias, out_m, out_e), 8)
-    if next_m is not None:
-        out = saturate(fixed_mul(out, next_m, next_e), 8)
-    return out.to(torch.int8)
+    out = saturate(fixed_mul(((y * factor) >> 1) + t["ln_bias"], t["out_m"], t["out_e"]), 8).int()
+    return saturate(fixed_mul(out, t["next_m"], t["next_e"]), 8).to(torch.int8)
 
 
-def embed(words: torch.Tensor, types: torch.Tensor, positions: torch.Tensor, word_m, word_e, type_m, type_e,
-          position_m, position_e, shift, bias, out_m, out_e) -> torch.Tensor:
-    """Rows of the int8 tables -> 16-bit sums (I-BERT's embeddings_act1, twice) -> LayerNorm -> int8."""
-    x = saturate(fixed_mul(words.long(), word_m, word_e) + fixed_mul(types.long(), type_m, type_e), 16)
-    x = saturate(x + fixed_mul(positions.long(), position_m, position_e), 16)
-    return layernorm_requant(x, shift, bias, out_m, out_e)
+def embed(input_ids: torch.Tensor, token_type_ids: torch.Tensor, positions: torch.Tensor, t: dict) -> torch.Tensor:
+    """(B, S) ids -> rows of the int8 tables -> 16-bit sums (I-BERT's embeddings_act1, twice) -> LayerNorm
+    -> int8 (B * S, H)."""
+    words, types = t["word_table"][input_ids.reshape(-1)], t["type_table"][token_type_ids.reshape(-1)]
+    # int8 -> int32 first: Inductor's direct int8 -> int64 conversion is several times slower
+    x = saturate(fixed_mul(words.int(), t["word_m"], t["word_e"]) + fixed_mul(types.int(), t["type_m"],
+                                                                               t["type_e"]), 16)
+    positions = t["position_table"][positions.reshape(-1)]
+    x = saturate(x + fixed_mul(positions.int(), t["position_m"], t["position_e"]), 16)
+    return layernorm_requant(x.int(), t)
 
 
-def qkv_requant(acc: torch.Tensor, bias, m, e, rescale_m=None, rescale_e=None) -> torch.Tensor:
-    """q/k/v accumulators (+ bias) -> int8; `rescale` first corrects an input whose true scale differs from
-    the one the layer was told (see ibert.IBertEncoder)."""
-    z = acc.long()
-    if rescale_m is not None:
-        z = fixed_mul(z, rescale_m, rescale_e)
-    return saturate(fixed_mul(z + bias, m, e), 8).to(torch.int8)
+def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """int8 (R, K) @ int8 weight (N, K)^T -> int32 (R, N), without the bias (the chains add it)."""
+    return torch._int_mm(x, weight.t())
 
 
-def softmax(scores: torch.Tensor, mask: torch.Tensor | None, x0, b, c, m, e) -> torch.Tensor:
-    """i-softmax of int32 scores (B, nh, S, S), mask (B, 1, 1, S) of 0 / MASKED -> probabilities in 0..255
-    (at scale 2^-8), returned as int8 p - 128 for the int8 GEMM.
+def project(h: torch.Tensor, a: dict) -> torch.Tensor:
+    """int8 rows (R, H) -> q, k, v accumulators (+ bias) -> int8 (R, 3H). `rescale` first corrects an input
+    whose true scale differs from the one the layer was told (see ibert.IBertEncoder; identity if equal)."""
+    z = fixed_mul(linear(h, a["qkv_weight"]).long(), a["qkv_rescale_m"], a["qkv_rescale_e"])
+    return saturate(fixed_mul(z + a["qkv_bias"], a["qkv_m"], a["qkv_e"]), 8).to(torch.int8)
 
-    exp(x) = 2^-q exp(r) with x = q x0 + r, x0 = -ln 2 as an integer; exp(r) ~ (r + b) r + c. The 16-bit
-    requantization of exp * 2^(30 - q) is folded into one rounding shift by e - 30 + q.
+
+def softmax(scores: torch.Tensor, mask: torch.Tensor, a: dict) -> torch.Tensor:
+    """i-softmax of int32 scores (n, S, S), mask (1, 1, S) of 0 / MASKED -> probabilities in 0..255 (at
+    scale 2^-8), returned as int8 p - 128 for the int8 GEMM.
+
+    exp(x) = 2^-q exp(r) with x = q x0 + r, x0 = -ln 2 as an integer; exp(r) ~ (r + b) r + c. The division
+    q = floor(x / x0) is a multiplication by div_m and a shift by div_s (exact on the clipped range of x,
+    checked at export). The 16-bit requantization of exp * 2^(30 - q) is one rounding shift by e - 30 + q.
     """
-    x = scores.long()
-    if mask is not None:
-        x = x + mask
-    x = x - x.amax(-1, keepdim=True)
-    x = torch.maximum(x, EXP_SHIFT * x0)
-    q = torch.div(x, x0, rounding_mode="floor")
+    x0, b, c = a["softmax_x0"], a["softmax_b"], a["softmax_c"]
+    x = scores + mask
+    x = torch.maximum(x - x.amax(-1, keepdim=True), EXP_SHIFT * x0)  # int32
+    q = ((-x.long() * a["softmax_div_m"]) >> a["softmax_div_s"]).int()  # 0..30
     r = x - x0 * q
-    z = ((r + b) * r + c).clamp(min=0)
-    exp = saturate(round_shift(z * m, (e - EXP_SHIFT + q).clamp(max=63)), 16)  # >= 63: 0 (z * m < 2^62)
-    factor = (1 << SOFTMAX_SUM_BITS) // exp.sum(-1, keepdim=True)
+    z = (r + b) * r + c  # > 0 on (x0, 0] (checked at export)
+    shift = (a["softmax_e"] - EXP_SHIFT + q).clamp(max=63)  # 63: 0, as z m < 2^62
+    exp = round_shift(z * a["softmax_m"], shift).clamp(max=32767).int()
+    factor = (1 << SOFTMAX_SUM_BITS) // exp.sum(-1, keepdim=True, dtype=torch.int64)
     return (((exp * factor) >> (SOFTMAX_SUM_BITS - 8)) - 128).to(torch.int8)
 
 
-def context_requant(context: torch.Tensor, value_sum: torch.Tensor, m, e) -> torch.Tensor:
-    """(p - 128) @ v accumulators (B, nh, S, hs) + 128 * sum(v) -> int8 (B, S, nh * hs)."""
-    z = context.long() + 128 * value_sum.long().unsqueeze(2)
-    out = saturate(fixed_mul(z, m, e), 8).to(torch.int8)
-    B, nh, S, hs = out.shape
-    return out.transpose(1, 2).reshape(B * S, nh * hs)
+def attend(qkv: torch.Tensor, mask: torch.Tensor, a: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Some heads of one sequence: qkv (S, 3, n, hs) int8 -> ((p - 128) @ v as int32 (n, S, hs), sum(v) as
+    int32 (n, hs)). One GEMM per head for the scores and one for the context."""
+    q, k, v = qkv.unbind(1)  # (S, n, hs)
+    heads = range(q.shape[1])
+    scores = torch.stack([torch._int_mm(q[:, i], k[:, i].t()) for i in heads])
+    probs = softmax(scores, mask, a)
+    return torch.stack([torch._int_mm(probs[i], v[:, i]) for i in heads]), v.sum(0, dtype=torch.int32)
 
 
-def residual_layernorm(acc: torch.Tensor, bias, m, e, residual: torch.Tensor, residual_m, residual_e, shift,
-                       ln_bias, out_m, out_e, next_m=None, next_e=None, rescale_m=None,
-                       rescale_e=None) -> torch.Tensor:
+def residual_layernorm(acc: torch.Tensor, residual: torch.Tensor, t: dict) -> torch.Tensor:
     """dense accumulators + bias and the int8 residual, each requantized, summed to 22 bits -> LayerNorm ->
-    int8 (-> the next QuantAct). `rescale` first rounds the residual to the scale the layer was told."""
-    r = residual.long()
-    if rescale_m is not None:
-        r = fixed_mul(r, rescale_m, rescale_e)
-    x = saturate(fixed_mul(acc.long() + bias, m, e) + fixed_mul(r, residual_m, residual_e), 22)
-    return layernorm_requant(x, shift, ln_bias, out_m, out_e, next_m, next_e)
+    int8 -> the next QuantAct. `rescale` first rounds the residual to the scale the layer was told."""
+    r = fixed_mul(fixed_mul(residual.int(), t["rescale_m"], t["rescale_e"]), t["residual_m"], t["residual_e"])
+    x = saturate(fixed_mul(acc.long() + t["bias"], t["acc_m"], t["acc_e"]) + r, 22)
+    return layernorm_requant(x.int(), t)
 
 
-def gelu_requant(acc: torch.Tensor, bias, erf_b, erf_c, erf_one, m, e, next_m, next_e) -> torch.Tensor:
+def gelu_requant(acc: torch.Tensor, f: dict) -> torch.Tensor:
     """i-GELU of the dense accumulators + bias: x * (erf_int + 1_int) with erf(x / sqrt 2) ~
     sign(x) ((min(|x|, -b) + b)^2 + c) / 2^14; then two 8-bit requantizations (the GELU's QuantAct and the
-    next layer's input QuantAct)."""
-    x = acc.long() + bias
+    next layer's input QuantAct). The first is runtime._wide_fixed_point's: shift, clamp, multiply."""
+    erf_b, limit = f["erf_b"], f["gelu_limit"]
+    x = acc.to(erf_b.dtype) + f["bias"]
     clipped = torch.minimum(x.abs(), -erf_b) + erf_b
-    erf = (torch.sign(x) * (clipped * clipped + erf_c)) >> ERF_SHIFT_BITS
-    out = saturate(fixed_mul(x * (erf + erf_one), m, e), 8)
-    return saturate(fixed_mul(out, next_m, next_e), 8).to(torch.int8)
+    poly = clipped * clipped + f["erf_c"]
+    erf = torch.where(x < 0, -poly, poly) >> ERF_SHIFT_BITS  # sign(x) poly, but x = 0 gives 0 below anyway
+    gelu = torch.minimum(torch.maximum((x.long() * (erf + f["erf_one"])) >> f["gelu_shift"], -limit), limit)
+    out = saturate(fixed_mul(gelu, f["gelu_m"], f["gelu_e"]), 8).int()
+    return saturate(fixed_mul(out, f["next_m"], f["next_e"]), 8).to(torch.int8)
+
+
+def feed_forward(h: torch.Tensor, context: torch.Tensor, value_sum: torch.Tensor, a: dict, o: dict, f: dict,
+                 fo: dict) -> torch.Tensor:
+    """Rows h (R, H) and their attention context (b, nh, s, hs) + value sums (b, nh, hs), R = b s -> context
+    requantized -> attention output + residual -> LayerNorm -> feed-forward + residual -> LayerNorm: the
+    layer's int8 output (R, H)."""
+    z = context.long() + 128 * value_sum.long().unsqueeze(2)  # (p - 128) @ v + 128 sum(v)
+    c = saturate(fixed_mul(z, a["context_m"], a["context_e"]), 8).to(torch.int8).transpose(1, 2)
+    x = residual_layernorm(linear(c.reshape(h.shape), o["weight"]), h, o)
+    g = gelu_requant(linear(x, f["weight"]), f)
+    return residual_layernorm(linear(g, fo["weight"]), x, fo)
+
+
+def layer(h: torch.Tensor, mask: torch.Tensor, num_heads: int, a: dict, o: dict, f: dict,
+          fo: dict) -> torch.Tensor:
+    """A whole layer on whole sequences: h int8 (B * S, H), mask (B, 1, 1, S) -> int8 (B * S, H)."""
+    B, S = mask.shape[0], mask.shape[-1]
+    qkv = project(h, a).view(B, S, 3, num_heads, -1)
+    parts = [attend(qkv[b], mask[b], a) for b in range(B)]
+    context = torch.stack([context for context, _ in parts])
+    value_sum = torch.stack([value_sum for _, value_sum in parts])
+    return feed_forward(h, context, value_sum, a, o, f, fo)
 
 
 @functools.cache
@@ -150,4 +185,8 @@ def fused(fn):
     if not _can_compile():
         logger.warning("no C++ compiler: the integer chains run eagerly (slower, same results)")
         return fn
-    return torch.compile(fn, dynamic=False)
+    # Shapes static at first, dynamic once a second shape is seen. The C++ wrapper releases the GIL while the
+    # kernel runs (the default Python wrapper does not), so schedule.py's workers run chains in parallel. A
+    # low realize threshold keeps per-row values (LayerNorm's square root and divisions) in a buffer
+    # instead of recomputing them for every element of the row (LayerNorm chains ~30% faster).
+    return torch.compile(fn, options={"cpp_wrapper": True, "realize_opcount_threshold": 4})

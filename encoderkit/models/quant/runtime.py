@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..ibert import IBertModel, IBertResidualOutput, position_ids
-from . import int_ops
+from . import int_ops, schedule
 from .modules import QuantAct, QuantLinear, fixed_point_multiplier
 
 FORMAT = "encoderkit-integer-ibert"
@@ -49,18 +49,67 @@ def _fixed_point(ratio: torch.Tensor, bound: float, prefix: str, max_e: int = 63
     bits = min(31, 62 - int(bound).bit_length())
     if bits < 16:
         raise ValueError(f"{prefix}: values up to {bound:.3g} leave {bits} bits for the fixed-point multiplier")
-    m, e = fixed_point_multiplier(ratio.reshape(-1) if ratio.numel() > 1 else ratio.reshape(()), bits)
+    m, e = fixed_point_multiplier(ratio.reshape(-1), bits)
     if (e < 1).any() or (e > max_e).any():
         raise ValueError(f"{prefix}: rescale factors in [{ratio.min().item():.3g}, {ratio.max().item():.3g}] "
                          "do not fit a fixed-point multiplier")
     return {f"{prefix}_m": m.long(), f"{prefix}_e": e.long()}
 
 
-def _rescale(true_scale: torch.Tensor, told_scale: torch.Tensor, bound: float) -> dict[str, torch.Tensor]:
-    """A fixed-point rescale from an input's true scale to the one its layer was told, if they differ."""
+def _wide_fixed_point(ratio: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
+    """For an 8-bit requantization of values too wide for `_fixed_point` (I-BERT's GELU output): v is shifted
+    right by prefix_shift (keeping >= 31 significant bits where it matters), clamped to +-prefix_limit
+    (beyond which the result saturates anyway), then multiplied by the 31-bit m and shifted by e <= 54, so
+    every product stays inside int64."""
+    m, e = fixed_point_multiplier(ratio.reshape(-1))
+    shift = (e - 54).clamp(min=0)
+    e = e - shift
+    limit = torch.ceil(2.0 ** (e + 8) / m.abs().clamp(min=1))  # |v m / 2^e| >= 256: saturated
+    return {f"{prefix}_m": m.long(), f"{prefix}_e": e.long(), f"{prefix}_shift": shift.long(),
+            f"{prefix}_limit": limit.long()}
+
+
+def _narrow_fixed_point(ratio: torch.Tensor, domain: int, prefix: str) -> dict[str, torch.Tensor]:
+    """`_fixed_point` of one ratio for small integers |v| <= domain (a requantization of 8-bit values), as
+    int32 where a shorter multiplier gives the same results on the whole domain (checked) with
+    |v * m| < 2^30 and e <= 31; else as `_fixed_point` gives it."""
+    reference = _fixed_point(ratio, domain, prefix)
+    v = torch.arange(-domain, domain + 1)
+    m, e = fixed_point_multiplier(ratio.reshape(-1), 30 - domain.bit_length())
+    if 1 <= e.item() <= 31 and torch.equal(int_ops.fixed_mul(v, m.long(), e.long()),
+                                   int_ops.fixed_mul(v, reference[f"{prefix}_m"], reference[f"{prefix}_e"])):
+        return {f"{prefix}_m": m.int(), f"{prefix}_e": e.int()}
+    return reference
+
+
+def _identity(prefix: str) -> dict[str, torch.Tensor]:
+    """The fixed point m / 2^e = 2 / 2: exact identity (a chain's step that this instance does not need)."""
+    return {f"{prefix}_m": torch.tensor([2], dtype=torch.int32), f"{prefix}_e": torch.tensor([1], dtype=torch.int32)}
+
+
+def _rescale(true_scale: torch.Tensor, told_scale: torch.Tensor, bound: float, prefix: str):
+    """A fixed-point rescale from an input's true scale to the one its layer was told (identity if equal)."""
     if torch.equal(true_scale, told_scale):
-        return {}
-    return _fixed_point(_ratio(true_scale, told_scale), bound, "rescale")
+        return _identity(prefix)
+    return _fixed_point(_ratio(true_scale, told_scale), bound, prefix)
+
+
+def _narrow_rescale(true_scale: torch.Tensor, told_scale: torch.Tensor, prefix: str):
+    """`_rescale` of 8-bit values."""
+    if torch.equal(true_scale, told_scale):
+        return _identity(prefix)
+    return _narrow_fixed_point(_ratio(true_scale, told_scale), 128, prefix)
+
+
+def _rescaled_domain(true_scale: torch.Tensor, told_scale: torch.Tensor) -> int:
+    """|round(v * true / told)| for 8-bit v is at most this."""
+    return int(128 * max(1.0, (true_scale / told_scale).item())) + 1
+
+
+def _width(fits_int32: bool, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Constants as int32 when every product they enter fits 32 bits, else int64 (see int_ops). Scalars are
+    1-element tensors, never 0-d: a 0-d tensor does not take part in type promotion."""
+    return tuple(t.int() if fits_int32 else t.long() for t in tensors)
 
 
 def _linear(linear: QuantLinear, in_scale: torch.Tensor) -> tuple[dict, torch.Tensor, float]:
@@ -80,16 +129,15 @@ def _calibrated_scale(act: QuantAct, name: str) -> torch.Tensor:
 
 
 def _layernorm(norm, out_act: QuantAct, next_act: QuantAct | None, name: str):
-    """Tensors of IntLayerNorm + its 8-bit requantization (+ the next QuantAct); the final scale."""
+    """Tensors of IntLayerNorm + its 8-bit requantization + the next QuantAct's; the final scale."""
     bias_int, scale = norm.bias_constants()
     out_scale = _calibrated_scale(out_act, f"{name}.output_activation")
-    tensors = {"shift": norm.shift.long().reshape(()), "ln_bias": bias_int.long(),
+    tensors = {"shift": norm.shift.long().reshape(1), "ln_bias": bias_int.long(),
                **_fixed_point(_ratio(scale, out_scale), 2**31 + bias_int.abs().max().item(), "out")}
-    if next_act is not None:
-        next_scale = _calibrated_scale(next_act, name)
-        tensors |= _fixed_point(_ratio(out_scale, next_scale), 128, "next")
-        out_scale = next_scale
-    return tensors, out_scale
+    if next_act is None:
+        return tensors | _identity("next"), out_scale
+    next_scale = _calibrated_scale(next_act, name)
+    return tensors | _narrow_fixed_point(_ratio(out_scale, next_scale), 128, "next"), next_scale
 
 
 def _export_embeddings(emb) -> tuple[dict, torch.Tensor]:
@@ -99,7 +147,7 @@ def _export_embeddings(emb) -> tuple[dict, torch.Tensor]:
                         ("position", emb.position_embeddings)):
         w_int, w_scale = table.quantized_weight()
         tables[f"{name}_table"] = w_int.to(torch.int8)
-        tables |= _fixed_point(_ratio(w_scale, sum_scale), 128, name)
+        tables |= _narrow_fixed_point(_ratio(w_scale, sum_scale), 128, name)
     ln, scale = _layernorm(emb.LayerNorm, emb.output_activation, None, "embeddings")
     return tables | ln, scale
 
@@ -109,8 +157,9 @@ def _export_residual(block: IBertResidualOutput, in_scale, residual_scale, told_
     dense, acc_scale, bound = _linear(block.dense, in_scale)
     sum_scale = _calibrated_scale(block.ln_input_act, f"{name}.ln_input_act")
     tensors = {**dense, **_fixed_point(_ratio(acc_scale, sum_scale), bound, "acc"),
-               **_rescale(residual_scale, told_scale, 128),
-               **_fixed_point(_ratio(told_scale, sum_scale), 2**16, "residual")}
+               **_narrow_rescale(residual_scale, told_scale, "rescale"),
+               **_narrow_fixed_point(_ratio(told_scale, sum_scale), _rescaled_domain(residual_scale, told_scale),
+                                     "residual")}
     ln, out_scale = _layernorm(block.LayerNorm, block.output_activation, next_act, name)
     return tensors | ln, out_scale
 
@@ -131,14 +180,18 @@ def _export_layer(layer, in_scale: torch.Tensor, told_scale: torch.Tensor, name:
     tensors["qkv_weight"] = torch.cat(weights)
     tensors["qkv_bias"] = torch.cat(biases)
     tensors |= {k: torch.cat([mult[k] for mult in multipliers]) for k in ("qkv_m", "qkv_e")}
-    tensors |= {f"qkv_{k}": v for k, v in _rescale(in_scale, told_scale, bound).items()}
+    tensors |= _rescale(in_scale, told_scale, bound, "qkv_rescale")
 
     q_scale, k_scale, v_scale = qkv_scales
     scores_scale = q_scale * k_scale / (attn.head_size ** 0.5)
-    x0, b, c = (t.long().reshape(()) for t in attn.softmax.exp_constants(scores_scale))
+    x0, b, c = (t.long().reshape(1) for t in attn.softmax.exp_constants(scores_scale))
+    if x0 >= 0 or b.abs() >= 2**31 or x0.abs() * int_ops.EXP_SHIFT >= 2**31 or (x0 + b) * x0 + c <= 0:
+        raise ValueError(f"{name}: attention scores' scale {scores_scale.item():.3g} is out of range")
     exp_scale = _calibrated_scale(attn.softmax.act, f"{name}.attention.self.softmax.act")
     exp_bound = c.abs() + x0.abs() * (x0.abs() + b.abs())
-    softmax = {"softmax_x0": x0, "softmax_b": b, "softmax_c": c,
+    b, c = _width(exp_bound < 2**31, b, c)  # z = (r + b) r + c
+    softmax = {"softmax_x0": x0.int(), **_division(-x0.item(), -x0.item() * int_ops.EXP_SHIFT, "softmax_div"),
+               "softmax_b": b, "softmax_c": c,
                **_fixed_point(_ratio(torch.ones_like(exp_scale), exp_scale), exp_bound.item(), "softmax",
                               max_e=63 + int_ops.EXP_SHIFT)}
     _check_probabilities_fit_uint8(softmax)
@@ -148,19 +201,31 @@ def _export_layer(layer, in_scale: torch.Tensor, told_scale: torch.Tensor, name:
 
     attention_out, a_scale = _export_residual(layer.attention.output, context_scale, in_scale, told_scale,
                                               layer.pre_intermediate_act, f"{name}.attention.output")
-    ffn, acc_scale, bound = _linear(layer.intermediate.dense, a_scale)
+    ffn, acc_scale, x_bound = _linear(layer.intermediate.dense, a_scale)
     gelu = layer.intermediate.intermediate_act_fn
     erf_b, erf_c = gelu.erf_constants(acc_scale / gelu.k)
     one, gelu_scale = gelu.output_constants(acc_scale)
+    poly_bound = (erf_b.abs().max() ** 2 + erf_c.abs().max()).item()  # (min(|x|, -b) + b)^2 + c
+    erf_b, erf_c, one = _width(max(x_bound, poly_bound, poly_bound / 2**14 + one.abs().max().item() + 1) < 2**31,
+                               erf_b, erf_c, one)
     g_scale = _calibrated_scale(layer.intermediate.output_activation, f"{name}.intermediate.output_activation")
-    erf_bound = (erf_b.abs().max() ** 2 + erf_c.abs().max()).item() / 2**14 + one.abs().max().item() + 1
-    ffn_in = {**ffn, "erf_b": erf_b.long(), "erf_c": erf_c.long(), "erf_one": one.long(),
-              **_fixed_point(_ratio(gelu_scale, g_scale), bound * erf_bound, "gelu")}
+    gelu_fp = _wide_fixed_point(_ratio(gelu_scale, g_scale), "gelu")
     next_scale = _calibrated_scale(layer.pre_output_act, f"{name}.pre_output_act")
-    ffn_in |= _fixed_point(_ratio(g_scale, next_scale), 128, "next")
+    ffn_in = {**ffn, "erf_b": erf_b, "erf_c": erf_c, "erf_one": one, **gelu_fp,
+              **_narrow_fixed_point(_ratio(g_scale, next_scale), 128, "next")}
     ffn_out, out_scale = _export_residual(layer.output, next_scale, a_scale, a_scale, None, f"{name}.output")
     return {**_prefixed(tensors, "attention."), **_prefixed(attention_out, "attention_output."),
             **_prefixed(ffn_in, "ffn_in."), **_prefixed(ffn_out, "ffn_out.")}, out_scale
+
+
+def _division(divisor: int, bound: int, prefix: str) -> dict[str, torch.Tensor]:
+    """{prefix_m, prefix_s}: floor(u / divisor) == (u * m) >> s for every 0 <= u <= bound (checked)."""
+    s = bound.bit_length() + divisor.bit_length()
+    m = -(-(1 << s) // divisor)  # ceil(2^s / divisor)
+    u = torch.arange(bound + 1)
+    if not torch.equal((u * m) >> s, u // divisor):
+        raise ValueError(f"{prefix}: no exact multiply-shift for division by {divisor}")
+    return {f"{prefix}_m": torch.tensor([m]), f"{prefix}_s": torch.tensor([s])}
 
 
 def _check_probabilities_fit_uint8(softmax: dict[str, torch.Tensor]) -> None:
@@ -242,27 +307,16 @@ class _Tensors(nn.Module):
         for name, tensor in tensors.items():
             self.register_buffer(name, tensor)
 
-    def get(self, name: str) -> torch.Tensor | None:
-        return self._buffers.get(name)
-
 
 def _chain(fn, fuse: bool):
     return int_ops.fused(fn) if fuse else fn
 
 
-def _residual_layernorm(block: _Tensors, acc, residual, fuse: bool) -> torch.Tensor:
-    t = block
-    return _chain(int_ops.residual_layernorm, fuse)(
-        acc, t.bias, t.acc_m, t.acc_e, residual, t.residual_m, t.residual_e, t.shift, t.ln_bias, t.out_m,
-        t.out_e, t.get("next_m"), t.get("next_e"), t.get("rescale_m"), t.get("rescale_e"))
-
-
-def _int_linear(x: torch.Tensor, block: _Tensors) -> torch.Tensor:
-    """int8 (T, K) @ int8 weight (N, K)^T -> int32 (T, N), without the bias (the chains add it)."""
-    return torch._int_mm(x, block.weight.t())
-
-
 class IntegerLayer(nn.Module):
+    """One encoder layer. `forward` runs it on whole sequences in this thread; `forward_split` spreads its
+    pieces (projection of rows, attention of heads, the rest of rows) over the workers, for batches too
+    small to give each worker its own sequences (see schedule.py)."""
+
     def __init__(self, tensors: dict[str, torch.Tensor], num_heads: int):
         super().__init__()
         self.num_heads = num_heads
@@ -271,31 +325,43 @@ class IntegerLayer(nn.Module):
         self.ffn_in = _Tensors(_sub(tensors, "ffn_in."))
         self.ffn_out = _Tensors(_sub(tensors, "ffn_out."))
 
-    def forward(self, h: torch.Tensor, batch: int, mask: torch.Tensor | None, fuse: bool) -> torch.Tensor:
-        """h: int8 (B * S, H) -> int8 (B * S, H)."""
-        a = self.attention
-        (T, H), nh = h.shape, self.num_heads
-        S, hs = T // batch, H // nh
-        qkv = _chain(int_ops.qkv_requant, fuse)(torch._int_mm(h, a.qkv_weight.t()), a.qkv_bias, a.qkv_m,
-                                                a.qkv_e, a.get("qkv_rescale_m"), a.get("qkv_rescale_e"))
-        q, k, v = qkv.view(batch, S, 3, nh, hs).unbind(2)  # (B, S, nh, hs) each
-        scores = torch.empty(batch, nh, S, S, dtype=torch.int32)
-        for b in range(batch):
-            for i in range(nh):
-                torch._int_mm(q[b, :, i], k[b, :, i].t(), out=scores[b, i])
-        probs = _chain(int_ops.softmax, fuse)(scores, mask, a.softmax_x0, a.softmax_b, a.softmax_c,
-                                              a.softmax_m, a.softmax_e)
-        context = torch.empty(batch, nh, S, hs, dtype=torch.int32)
-        for b in range(batch):
-            for i in range(nh):
-                torch._int_mm(probs[b, i], v[b, :, i], out=context[b, i])
-        context = _chain(int_ops.context_requant, fuse)(context, v.sum(1, dtype=torch.int32), a.context_m,
-                                                        a.context_e)
-        x = _residual_layernorm(self.attention_output, _int_linear(context, self.attention_output), h, fuse)
-        f = self.ffn_in
-        g = _chain(int_ops.gelu_requant, fuse)(_int_linear(x, f), f.bias, f.erf_b, f.erf_c, f.erf_one,
-                                               f.gelu_m, f.gelu_e, f.next_m, f.next_e)
-        return _residual_layernorm(self.ffn_out, _int_linear(g, self.ffn_out), x, fuse)
+    def constants(self) -> tuple[dict, dict, dict, dict]:
+        return tuple(dict(block.named_buffers()) for block in
+                     (self.attention, self.attention_output, self.ffn_in, self.ffn_out))
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor, fuse: bool) -> torch.Tensor:
+        """h: int8 (B * S, H) of B whole sequences, mask (B, 1, 1, S) -> int8 (B * S, H)."""
+        return _chain(int_ops.layer, fuse)(h, mask, self.num_heads, *self.constants())
+
+    def forward_split(self, h: torch.Tensor, mask: torch.Tensor, fuse: bool) -> torch.Tensor:
+        """Same as forward, in three phases whose pieces run on the workers."""
+        a, o, f, fo = self.constants()
+        (B, S), (T, H), nh = (mask.shape[0], mask.shape[-1]), h.shape, self.num_heads
+        tiles = schedule.tiles(B, S)
+        qkv = torch.empty(T, 3 * H, dtype=torch.int8)
+
+        def project(tile: schedule.Tile) -> None:
+            qkv[tile.rows] = _chain(int_ops.project, fuse)(h[tile.rows], a)
+
+        schedule.run(project, tiles)
+        heads = qkv.view(B, S, 3, nh, H // nh)
+        context = torch.empty(B, nh, S, H // nh, dtype=torch.int32)
+        value_sum = torch.empty(B, nh, H // nh, dtype=torch.int32)
+
+        def attend(unit: tuple[int, int, int]) -> None:
+            b, h0, h1 = unit
+            context[b, h0:h1], value_sum[b, h0:h1] = _chain(int_ops.attend, fuse)(heads[b, :, :, h0:h1], mask[b], a)
+
+        schedule.run(attend, schedule.head_groups(B, nh))
+        out = torch.empty(T, H, dtype=torch.int8)
+
+        def feed_forward(tile: schedule.Tile) -> None:
+            part = (slice(tile.b0, tile.b1), slice(None), slice(tile.s0, tile.s1))
+            out[tile.rows] = _chain(int_ops.feed_forward, fuse)(h[tile.rows], context[part],
+                                                                 value_sum[tile.b0:tile.b1], a, o, f, fo)
+
+        schedule.run(feed_forward, tiles)
+        return out
 
 
 class IntegerClassifier(_Tensors):
@@ -332,20 +398,33 @@ class IntegerIBert(nn.Module):
     def output_scale(self) -> float | None:
         return self.spec.get("output_scale")
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
         B, S = input_ids.shape
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        e = self.embeddings
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        groups = schedule.sequence_groups(B, S)
+        if groups is None:  # too few sequences to keep every worker busy: split each layer's work
+            return self._run(input_ids, attention_mask, token_type_ids, split=True)
+        outputs = [None] * len(groups)
+
+        def run_group(i: int) -> None:  # a few whole sequences through the whole model, in one worker
+            b = slice(*groups[i])
+            outputs[i] = self._run(input_ids[b], attention_mask[b], token_type_ids[b], split=False)
+
+        schedule.run(run_group, range(len(groups)))
+        return torch.cat(outputs)
+
+    def _run(self, input_ids, attention_mask, token_type_ids, split: bool) -> torch.Tensor:
+        B, S = input_ids.shape
         positions = position_ids(input_ids, self.spec["pad_token_id"])
-        h = _chain(int_ops.embed, self.fuse)(
-            e.word_table[input_ids.reshape(-1)], e.type_table[token_type_ids.reshape(-1)],
-            e.position_table[positions.reshape(-1)], e.word_m, e.word_e, e.type_m, e.type_e, e.position_m,
-            e.position_e, e.shift, e.ln_bias, e.out_m, e.out_e)
-        mask = None if attention_mask is None else (attention_mask == 0).long()[:, None, None, :] * int_ops.MASKED
+        h = _chain(int_ops.embed, self.fuse)(input_ids, token_type_ids, positions,
+                                             dict(self.embeddings.named_buffers()))
+        mask = (attention_mask == 0).int()[:, None, None, :] * int_ops.MASKED
         for layer in self.layers:
-            h = layer(h, B, mask, self.fuse)
+            h = (layer.forward_split if split else layer)(h, mask, self.fuse)
         h = h.view(B, S, -1)
         return h if self.classifier is None else self.classifier(h[:, 0])
 

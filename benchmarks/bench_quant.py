@@ -1,0 +1,103 @@
+"""Latency and throughput of a base-size encoder on CPU: FP32, our integer-only I-BERT, torch's dynamic int8
+quantization of the FP32 model, and transformers' IBert with quant_mode (which simulates integers in float).
+
+    python benchmarks/bench_quant.py [--threads 2] [--shapes 1x128,32x128] [--repeats 5]
+
+Random weights (sizes of RoBERTa-base: hidden 768, 12 layers, 12 heads, intermediate 3072, vocabulary
+50265), a sequence-classification head on each. The QAT model's activation ranges are calibrated on two
+random batches; transformers' IBert gets the same weights and ranges. Each model runs once to warm up
+(the integer model compiles its chains then), then the models take turns, `--repeats` times, so that a
+change in the machine's load hits them alike; the table shows medians. Prints the load average too: on a
+shared machine, compare the ratios rather than the absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import warnings
+
+import torch
+
+from encoderkit.models import electra, ibert
+from encoderkit.models.quant import runtime
+
+BASE = dict(vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+            intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, num_labels=2)
+
+
+def inputs(batch: int, seq: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return dict(input_ids=torch.randint(3, BASE["vocab_size"], (batch, seq), generator=g),
+                attention_mask=torch.ones(batch, seq, dtype=torch.long))
+
+
+def build_models() -> dict[str, torch.nn.Module]:
+    torch.manual_seed(0)
+    fp32 = electra.BertForSequenceClassification(electra.BertConfig(**BASE)).eval()
+    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notice
+        warnings.simplefilter("ignore")
+        dynamic = torch.ao.quantization.quantize_dynamic(fp32, {torch.nn.Linear}, dtype=torch.qint8)
+    qat = ibert.IBertForSequenceClassification(ibert.IBertConfig(**BASE, quant_mode=True))
+    ibert.calibrate(qat, [inputs(2, 128, seed) for seed in (1, 2)])
+    models = {"fp32": fp32, "integer": runtime.export_integer_model(qat), "dynamic int8": dynamic}
+    try:
+        import transformers
+    except ImportError:
+        print("transformers is not installed: no IBert quant_mode column")
+        return models
+    hf = transformers.IBertForSequenceClassification(transformers.IBertConfig(**BASE, quant_mode=True))
+    hf.load_state_dict(qat.state_dict())  # same names, so same weights and ranges
+    models["transformers IBert quant_mode"] = hf.eval()
+    return models
+
+
+def run(model, batch) -> None:
+    with torch.inference_mode():
+        model(**batch)
+
+
+def measure(models, batch, repeats) -> dict[str, list[float]]:
+    for name, model in models.items():
+        start = time.perf_counter()
+        run(model, batch)
+        print(f"  warm-up {name}: {time.perf_counter() - start:.1f} s")
+    times = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            start = time.perf_counter()
+            run(model, batch)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--shapes", default="1x128,32x128", help="batch x sequence length, comma-separated")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()[0]:.1f}")
+    start = time.perf_counter()
+    models = build_models()
+    print(f"built, calibrated and exported in {time.perf_counter() - start:.0f} s")
+    rows = []
+    for shape in args.shapes.split(","):
+        batch_size, seq = (int(n) for n in shape.split("x"))
+        print(f"{batch_size} x {seq}:")
+        times = measure(models, inputs(batch_size, seq, seed=3), args.repeats)
+        integer = statistics.median(times["integer"])
+        for name, ts in times.items():
+            median = statistics.median(ts)
+            rows.append((shape, name, median * 1e3, batch_size / median, median / integer))
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
+    print(f"{'shape':>8}  {'model':<30} {'median ms':>10} {'seq/s':>8} {'time / integer':>15}")
+    for shape, name, ms, throughput, ratio in rows:
+        print(f"{shape:>8}  {name:<30} {ms:10.1f} {throughput:8.1f} {ratio:15.2f}")
+
+
+if __name__ == "__main__":
+    main()
