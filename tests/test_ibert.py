@@ -146,8 +146,7 @@ def test_config_round_trips_and_rejects_what_i_bert_cannot_run():
 
 def float_checkpoint(tmp_path, model_type, **extra):
     config_class = {"bert": "BertConfig", "roberta": "RobertaConfig", "electra": "ElectraConfig"}[model_type]
-    model_class = {"bert": "BertForSequenceClassification", "roberta": "RobertaForSequenceClassification",
-                   "electra": "ElectraForSequenceClassification"}[model_type]
+    model_class = config_class.removesuffix("Config") + "ForSequenceClassification"
     pad = 1 if model_type == "roberta" else 0
     config = getattr(transformers, config_class)(**{**TINY, **extra}, pad_token_id=pad, num_labels=3,
                                                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -172,21 +171,28 @@ def test_from_float_checkpoint_same_logits_in_float_then_quantized_close(tmp_pat
     assert (logits - reference).norm() < 0.25 * reference.norm()  # 8 bits, random weights, hidden 32
 
 
-def test_from_float_electra_encoder_and_its_limits(tmp_path):
-    theirs, _ = float_checkpoint(tmp_path / "e", "electra", embedding_size=32)
-    model, fresh = ibert.ibert_from_float_pretrained(tmp_path / "e", "base", quant_mode=False)
+@pytest.mark.parametrize("embedding_size", [32, 16], ids=["no-projection", "projection"])
+def test_from_float_electra_encoder_same_in_float_then_quantized_close(tmp_path, embedding_size):
+    """ELECTRA-Small's layout (embeddings narrower than the layers) too: the projection is a QuantLinear under
+    ELECTRA's name, embeddings_project."""
+    theirs, _ = float_checkpoint(tmp_path, "electra", embedding_size=embedding_size)
+    model, fresh = ibert.ibert_from_float_pretrained(tmp_path, "base", quant_mode=False)
     assert fresh == ["pooler.dense.weight", "pooler.dense.bias"]  # ELECTRA has no pooler
+    assert (model.embeddings_project is None) == (embedding_size == 32)
+    if model.embeddings_project is not None:
+        assert torch.equal(model.embeddings_project.weight, theirs.electra.embeddings_project.weight)
     inputs = batch(pad_token_id=0)
     with torch.no_grad():
         expected = theirs.electra(**inputs).last_hidden_state
     valid = inputs["attention_mask"].bool()  # padding has position pad_token_id in I-BERT, its index in ELECTRA
     torch.testing.assert_close(our_output(model.eval(), inputs)[valid], expected[valid], atol=1e-5, rtol=1e-5)
-    _, fresh = ibert.ibert_from_float_pretrained(tmp_path / "e", "sequence_classification")
+    qat, _ = ibert.ibert_from_float_pretrained(tmp_path, "base")
+    ibert.calibrate(qat, calibration_batches(8, pad_token_id=0))
+    hidden = our_output(qat, inputs)[valid]
+    assert (hidden - expected[valid]).norm() < 0.25 * expected[valid].norm()  # 8 bits, random weights, hidden 32
+    _, fresh = ibert.ibert_from_float_pretrained(tmp_path, "sequence_classification")
     assert fresh == ["classifier.dense.weight", "classifier.dense.bias", "classifier.out_proj.weight",
                      "classifier.out_proj.bias"]  # ELECTRA's head uses gelu, RoBERTa's tanh
-    float_checkpoint(tmp_path / "small", "electra", embedding_size=16)
-    with pytest.raises(ValueError, match="embedding projection"):
-        ibert.ibert_from_float_pretrained(tmp_path / "small")
 
 
 def test_quantization_aware_training_steps_reduce_the_loss():

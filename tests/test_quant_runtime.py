@@ -14,6 +14,8 @@ from encoderkit.models.quant import int_ops, runtime, schedule
 TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=40)
 LOGITS_ATOL = 5e-4  # the classifier head (float in I-BERT) runs on 16-bit weights and a tanh table
+# ELECTRA-Small's embedding projection
+LAYOUTS = {"projection": dict(embedding_size=16)}
 
 
 def randomize(model, std, seed=0):
@@ -39,8 +41,8 @@ def batch(seed, size=(3, 12)):
     return dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
 
 
-def qat_model(head="sequence_classification", std=0.2):
-    config = ibert.IBertConfig(**TINY, quant_mode=True, num_labels=3)
+def qat_model(head="sequence_classification", std=0.2, **layout):
+    config = ibert.IBertConfig(**{**TINY, **layout}, quant_mode=True, num_labels=3)
     model = randomize(ibert.HEADS[head](config), std)
     ibert.calibrate(model, [batch(100 + i) for i in range(4)])
     return model
@@ -78,6 +80,29 @@ def test_integer_model_matches_the_qat_model(std, size, workers, monkeypatch):
         expected = torch.round(qat.ibert(**inputs) / base.output_scale)
     valid = inputs["attention_mask"].bool()
     assert torch.equal(hidden[valid].float(), expected[valid])
+
+
+@pytest.mark.parametrize("std", [0.2, 0.02], ids=["weights-0.2", "weights-0.02"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_projection_matches_the_qat_model_and_round_trips(layout, std, tmp_path, monkeypatch):
+    """As above (logits within LOGITS_ATOL, int8 hidden states equal) with an embedding projection; the file
+    holds it and loads to the same model."""
+    monkeypatch.setattr(schedule, "workers", lambda: 1)
+    qat = qat_model(std=std, **LAYOUTS[layout])
+    inputs = batch(7)
+    integer = eager(runtime.export_integer_model(qat))
+    with torch.no_grad():
+        torch.testing.assert_close(integer(**inputs), qat(**inputs), atol=LOGITS_ATOL, rtol=0)
+        base = eager(runtime.export_integer_model(qat.ibert))
+        expected = torch.round(qat.ibert(**inputs) / base.output_scale)
+    valid = inputs["attention_mask"].bool()
+    assert torch.equal(base(**inputs)[valid].float(), expected[valid])
+
+    integer.save(tmp_path / "model.safetensors")
+    with safetensors.safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
+        names = set(f.keys())
+    assert "embeddings_project.weight" in names
+    assert torch.equal(eager(runtime.load_integer_model(tmp_path / "model.safetensors"))(**inputs), integer(**inputs))
 
 
 @pytest.mark.slow

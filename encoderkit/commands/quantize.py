@@ -2,15 +2,16 @@
 the one training loop, its export to integer-only inference, and FP32 / QAT / integer-only dev scores in one table.
 
 Steps: score the float classifier on dev; build the I-BERT QAT model from it (BERT/ELECTRA/RoBERTa weights map
-onto I-BERT's, an I-BERT checkpoint loads as it is); set its activation ranges on training batches; QAT
-fine-tune with the classification objective, keeping the best dev epoch; export that epoch to the integer-only
-model and score it too.
+onto I-BERT's, ELECTRA-Small's embedding projection included; an I-BERT checkpoint loads as it is); set its
+activation ranges on training batches; QAT fine-tune with the classification objective, keeping the best dev
+epoch; export that epoch to the integer-only model and score it too.
 
 The run dir (output.dir):
   recipe.yaml, versions.json   the run record
   results.json                 dev scores of every model, their differences from FP32 in points, timings (--bench)
   qat/                         the best QAT epoch: I-BERT in Hugging Face format (quant_mode true; transformers'
-                               IBertForSequenceClassification loads it), the tokenizer, eval.json
+                               IBertForSequenceClassification loads it unless it has an embedding projection,
+                               which is ours), the tokenizer, eval.json
   integer/                     the integer-only model (model.safetensors: integer tensors) and the tokenizer;
                                `encoderkit predict --model <run dir>/integer` runs it without any float model
   train/                       the loop's run dir: metrics.jsonl (checkpoints/ is removed once QAT is done)
@@ -47,8 +48,6 @@ RESULTS_FILE = "results.json"
 QAT_DIR, INTEGER_DIR, TRAIN_DIR = "qat", "integer", "train"
 INTEGER_FILE = "model.safetensors"
 CLASSIFIER = "sequence_classification"
-# Float families whose encoder is BERT's layer stack, which I-BERT quantizes; "ibert" checkpoints load as they are.
-FLOAT_SOURCES = ("bert", "electra", "roberta")
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -62,16 +61,17 @@ class QuantizeError(UserError):
 def read_classifier_config(model_dir: Path, task: GlueTask) -> dict:
     """config.json of a fine-tuned classifier for `task` whose family I-BERT can quantize."""
     from encoderkit.models.hf_format import read_config
+    from encoderkit.models.ibert import FLOAT_FAMILIES
 
     try:
         config = read_config(model_dir)
     except ValueError as err:
         raise QuantizeError(f"--model: {err}") from None
     model_type = config.get("model_type")
-    if model_type not in (*FLOAT_SOURCES, "ibert"):
+    if model_type not in (*FLOAT_FAMILIES, "ibert"):
         raise QuantizeError(f"--model: model_type {model_type!r} cannot be quantized: I-BERT's integer-only encoder "
-                            "is BERT's layer stack (bert, electra, roberta, ibert); ALBERT's shared layers and "
-                            "embedding projection have no integer version")
+                            f"is BERT's layer stack ({', '.join(FLOAT_FAMILIES)}, ibert); ALBERT's shared layers "
+                            "have no integer version")
     if not any(name.endswith("ForSequenceClassification") for name in config.get("architectures", [])):
         raise QuantizeError(f"--model: {model_dir} holds no fine-tuned classifier (architectures: "
                             f"{config.get('architectures')}); fine-tune it first with `encoderkit finetune glue`")
@@ -104,7 +104,7 @@ def build_qat_model(model_dir: Path, model_type: str):
         if model_type == "ibert":
             return ibert.from_pretrained(model_dir, CLASSIFIER, quant_mode=True, force_dequant="none"), []
         return ibert.ibert_from_float_pretrained(model_dir, CLASSIFIER)
-    except ValueError as err:  # e.g. ELECTRA-Small: an embedding projection I-BERT does not have
+    except ValueError as err:  # e.g. a hidden_act other than gelu, or tensors that do not match config.json
         raise QuantizeError(f"--model: cannot be quantized: {err}") from None
 
 
@@ -327,8 +327,15 @@ def bench_integer(path: str, **shape):
 
 
 def bench_transformers(path: str, **shape):
-    """transformers' IBertForSequenceClassification with quant_mode on (its simulated integers), the QAT weights."""
+    """transformers' IBertForSequenceClassification with quant_mode on (its simulated integers), the QAT weights.
+    Raises (the harness reports it) for a model with an embedding projection, which it lacks."""
     from transformers import IBertForSequenceClassification
+
+    from encoderkit.models.hf_format import read_config
+
+    config = read_config(path)
+    if config.get("embedding_size") is not None:
+        raise QuantizeError("transformers' I-BERT has no embedding projection")
 
     return _bench_step(IBertForSequenceClassification.from_pretrained(path), **shape)
 

@@ -9,6 +9,10 @@ Module and buffer names are transformers' (`ibert.encoder.layer.0.attention.self
 so a config.json + model.safetensors written by transformers' IBert* classes loads as it is, and ours
 load there. `ibert_from_float_pretrained` builds the QAT model from a float BERT, ELECTRA or RoBERTa.
 
+An extension of ours (a config field transformers' IBertConfig does not have, so such a model does not load in
+transformers): `embedding_size`, embeddings narrower than the layers and a quantized projection
+`embeddings_project` (ELECTRA-Small's name) up to hidden_size.
+
 Differences from transformers' modeling_ibert.py:
 - IBertSelfOutput and IBertOutput are one class, IBertResidualOutput.
 - The MLM head takes `mlm_mask`; no losses, output tuples, inputs_embeds or attention outputs.
@@ -70,6 +74,8 @@ class IBertConfig(HFConfig):
     force_dequant: str = "none"  # none | gelu | softmax | layernorm | nonlinear: those run in float
     num_labels: int = 2  # sequence classification; 1 means regression
     problem_type: str | None = None
+    # Ours, not transformers': embeddings of this width projected to hidden_size (None: no projection).
+    embedding_size: int | None = None
 
     def __post_init__(self):
         if self.hidden_act != "gelu":
@@ -80,14 +86,18 @@ class IBertConfig(HFConfig):
             raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
                              f"num_attention_heads {self.num_attention_heads}")
 
+    @property
+    def embedding_width(self) -> int:
+        return self.embedding_size or self.hidden_size
+
 
 def _quant_linear(in_features: int, out_features: int, config: IBertConfig) -> QuantLinear:
     return QuantLinear(in_features, out_features, bias=True, weight_bit=WEIGHT_BIT, bias_bit=BIAS_BIT,
                        per_channel=True, quant_mode=config.quant_mode)
 
 
-def _layer_norm(config: IBertConfig) -> IntLayerNorm:
-    return IntLayerNorm(config.hidden_size, eps=config.layer_norm_eps, output_bit=LAYER_NORM_OUTPUT_BIT,
+def _layer_norm(config: IBertConfig, width: int | None = None) -> IntLayerNorm:
+    return IntLayerNorm(width or config.hidden_size, eps=config.layer_norm_eps, output_bit=LAYER_NORM_OUTPUT_BIT,
                         quant_mode=config.quant_mode, force_dequant=config.force_dequant)
 
 
@@ -109,17 +119,16 @@ class IBertEmbeddings(nn.Module):
 
     def __init__(self, config: IBertConfig):
         super().__init__()
-        c, q = config, config.quant_mode
+        c, q, width = config, config.quant_mode, config.embedding_width
         self.padding_idx = c.pad_token_id
-        self.word_embeddings = QuantEmbedding(c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id,
+        self.word_embeddings = QuantEmbedding(c.vocab_size, width, padding_idx=c.pad_token_id,
                                               weight_bit=WEIGHT_BIT, quant_mode=q)
-        self.token_type_embeddings = QuantEmbedding(c.type_vocab_size, c.hidden_size, weight_bit=WEIGHT_BIT,
-                                                    quant_mode=q)
-        self.position_embeddings = QuantEmbedding(c.max_position_embeddings, c.hidden_size,
-                                                  padding_idx=c.pad_token_id, weight_bit=WEIGHT_BIT, quant_mode=q)
+        self.token_type_embeddings = QuantEmbedding(c.type_vocab_size, width, weight_bit=WEIGHT_BIT, quant_mode=q)
+        self.position_embeddings = QuantEmbedding(c.max_position_embeddings, width, padding_idx=c.pad_token_id,
+                                                  weight_bit=WEIGHT_BIT, quant_mode=q)
         self.embeddings_act1 = QuantAct(EMBEDDING_SUM_BIT, quant_mode=q)
         self.embeddings_act2 = QuantAct(EMBEDDING_SUM_BIT, quant_mode=q)
-        self.LayerNorm = _layer_norm(c)
+        self.LayerNorm = _layer_norm(c, width)
         self.output_activation = QuantAct(ACT_BIT, quant_mode=q)
         self.dropout = nn.Dropout(c.hidden_dropout_prob)
 
@@ -263,6 +272,10 @@ class IBertModel(nn.Module):
         super().__init__()
         self.config = config
         self.embeddings = IBertEmbeddings(config)
+        self.embeddings_project, self.embeddings_project_act = None, None
+        if config.embedding_size is not None:  # ELECTRA-Small's projection up to hidden_size
+            self.embeddings_project = _quant_linear(config.embedding_size, config.hidden_size, config)
+            self.embeddings_project_act = QuantAct(ACT_BIT, quant_mode=config.quant_mode)
         self.encoder = IBertEncoder(config)
         self.pooler = Pooler(config.hidden_size) if add_pooling_layer else None  # kept so checkpoints round-trip
         _init_ibert_weights(self, config.initializer_range)
@@ -270,7 +283,9 @@ class IBertModel(nn.Module):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        x, scale = self.embeddings(input_ids, token_type_ids)
+        x, scale = self.embeddings(input_ids, token_type_ids)  # 8 bits, the projection's input
+        if self.embeddings_project is not None:
+            x, scale = self.embeddings_project_act(*self.embeddings_project(x, scale))
         return self.encoder(x, scale, additive_mask(attention_mask, x.dtype))[0]
 
 
@@ -303,12 +318,13 @@ class IBertForSequenceClassification(nn.Module):
 
 
 class IBertLMHead(nn.Module):
-    """RoBERTa's MLM head (float): dense, gelu, LayerNorm, decoder tied to the word embeddings, bias."""
+    """RoBERTa's MLM head (float): dense (to the embeddings' width), gelu, LayerNorm, decoder tied to the word
+    embeddings, bias."""
 
     def __init__(self, config: IBertConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dense = nn.Linear(config.hidden_size, config.embedding_width)
+        self.layer_norm = nn.LayerNorm(config.embedding_width, eps=config.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
@@ -399,7 +415,7 @@ def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) 
                 raise ValueError(f"{source}: tensor {key} has shape {tuple(tensors[key].shape)}, "
                                  f"the model expects {tuple(ours.shape)} (check config.json)")
             ours.copy_(tensors[key])
-    broken = [n for n in missing if n.removeprefix(BASE_PREFIX).startswith(("embeddings.", "encoder."))]
+    broken = [n for n in missing if n.removeprefix(BASE_PREFIX).startswith(("embeddings", "encoder."))]
     if broken:
         raise ValueError(f"{source}: no tensor for {', '.join(broken[:5])}{' ...' if len(broken) > 5 else ''}"
                          f" (is this a {type(model).__name__} checkpoint?)")
@@ -428,6 +444,8 @@ def from_pretrained(directory: str | os.PathLike, head: str = "base", **config_o
 
 # ---- From a float BERT / ELECTRA / RoBERTa (same layer structure) to an I-BERT QAT model. ----
 
+FLOAT_FAMILIES = ("bert", "electra", "roberta")
+
 # Head tensors by source model_type and our head: source name -> ours. ELECTRA's classifier is not mapped:
 # its activation is gelu where RoBERTa's (I-BERT's) is tanh, so it starts fresh.
 _FLOAT_HEADS = {
@@ -444,6 +462,20 @@ _FLOAT_HEADS = {
 }
 
 
+def _float_encoder_name(name: str, model_type: str) -> str | None:
+    """I-BERT's name (without `ibert.`) of a float checkpoint's encoder tensor; None for other tensors.
+    BERT's, ELECTRA's and RoBERTa's names are I-BERT's (ELECTRA's projection is embeddings_project, as ours)."""
+    name = name.removeprefix(f"{model_type}.")
+    return name if name.startswith(("embeddings.", "embeddings_project.", "encoder.", "pooler.")) else None
+
+
+def _projected_width(src: dict) -> int | None:
+    """The float model's embedding width if it projects its embeddings up (ELECTRA when E != H)."""
+    if src.get("embedding_size", src["hidden_size"]) != src["hidden_size"]:
+        return src["embedding_size"]
+    return None
+
+
 def _rename_head(name: str, table: dict[str, str]) -> str | None:
     """The name under the table's module path that starts `name`, or None."""
     for source, ours in table.items():
@@ -456,12 +488,12 @@ def ibert_from_float_pretrained(directory: str | os.PathLike, head: str = "base"
                                 force_dequant: str = "none") -> tuple[nn.Module, list[str]]:
     """An I-BERT model with the weights of a float BERT, ELECTRA or RoBERTa in Hugging Face format.
 
-    `directory` holds config.json (model_type bert, electra or roberta; hidden_act gelu; for ELECTRA
-    embedding_size == hidden_size, since I-BERT has no embedding projection) and model.safetensors with
-    transformers' names (as our hf_format.save_pretrained writes them). Encoder weights map one to one;
-    BERT/ELECTRA positions count from 0, I-BERT's (RoBERTa's) from pad_token_id + 1, so the position table
-    is shifted. Heads: BERT's pooler + classifier become RoBERTa's classifier dense + out_proj (equal in
-    eval); MLM heads map; ELECTRA's classifier does not (see _FLOAT_HEADS).
+    `directory` holds config.json (model_type bert, electra or roberta; hidden_act gelu) and model.safetensors
+    with transformers' names (as our hf_format.save_pretrained writes them). Encoder weights map one to one,
+    ELECTRA-Small's embedding projection included. BERT/ELECTRA positions count from 0, I-BERT's (RoBERTa's)
+    from pad_token_id + 1, so the position table is shifted. Heads: BERT's pooler + classifier become
+    RoBERTa's classifier dense + out_proj (equal in eval); MLM heads map; ELECTRA's classifier does not (see
+    _FLOAT_HEADS).
 
     Returns (model, names of the tensors left freshly initialised). The activation ranges are not set:
     run `calibrate` or quantization-aware fine-tuning before using the model in eval mode.
@@ -469,16 +501,13 @@ def ibert_from_float_pretrained(directory: str | os.PathLike, head: str = "base"
     directory = Path(directory)
     src = _read_config(directory)
     model_type = src.get("model_type")
-    if model_type not in ("bert", "electra", "roberta"):
+    if model_type not in FLOAT_FAMILIES:
         raise ValueError(f"{directory / 'config.json'}: model_type {model_type!r}; "
-                         "expected bert, electra or roberta")
-    if src.get("embedding_size", src["hidden_size"]) != src["hidden_size"]:
-        raise ValueError(f"{directory}: embedding_size {src['embedding_size']} != hidden_size "
-                         f"{src['hidden_size']}; I-BERT has no embedding projection")
+                         f"expected {', '.join(FLOAT_FAMILIES)}")
     pad = src.get("pad_token_id", 0)
     offset = 0 if model_type == "roberta" else pad + 1
     config = IBertConfig.from_hf_dict({**src, "pad_token_id": pad, "quant_mode": quant_mode,
-                                       "force_dequant": force_dequant,
+                                       "force_dequant": force_dequant, "embedding_size": _projected_width(src),
                                        "max_position_embeddings": src["max_position_embeddings"] + offset})
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
@@ -486,11 +515,9 @@ def ibert_from_float_pretrained(directory: str | os.PathLike, head: str = "base"
     head_table = _FLOAT_HEADS.get((model_type, head), {})
     tensors = {}
     for name, tensor in _read_tensors(directory).items():
-        renamed = _rename_head(name, head_table)
-        if renamed is not None:
-            tensors[renamed] = tensor
-        elif name.removeprefix(f"{model_type}.").startswith(("embeddings.", "encoder.", "pooler.")):
-            tensors[name.removeprefix(f"{model_type}.")] = tensor
+        ours = _rename_head(name, head_table) or _float_encoder_name(name, model_type)
+        if ours is not None:
+            tensors[ours] = tensor
     positions = tensors["embeddings.position_embeddings.weight"]
     tensors["embeddings.position_embeddings.weight"] = torch.cat([positions.new_zeros(offset, positions.shape[1]),
                                                                   positions])

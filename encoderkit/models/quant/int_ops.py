@@ -1,7 +1,7 @@
 """The integer-only I-BERT's computation (runtime.py) as functions of integer tensors: int8 GEMMs
 (torch._int_mm) and the elementwise chains between them.
 
-The recipes and constants are those of the QAT modules (modules.py). The stages (`embed`, `project`,
+The recipes and constants are those of the QAT modules (modules.py). The stages (`embed`, `dense`, `project`,
 `attend`, `feed_forward`, `layer`) take a block's constants as a dict of tensors, so one compiled graph
 serves every layer. `fused(fn)` is fn compiled by torch.compile: each chain becomes one vectorized C++
 loop nest (one pass over memory) and the GEMMs are called from C++ with the GIL released; or fn itself
@@ -92,11 +92,21 @@ def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return torch._int_mm(x, weight.t())
 
 
+def requantize_int8(acc: torch.Tensor, bias: torch.Tensor, m: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """GEMM accumulators + bias, requantized to int8 (a QuantLinear followed by an 8-bit QuantAct)."""
+    return saturate(fixed_mul(acc + bias, m, e), 8).to(torch.int8)
+
+
+def dense(h: torch.Tensor, t: dict) -> torch.Tensor:
+    """int8 rows (R, K) -> accumulators (+ bias) -> int8 (R, N): the embeddings' projection E -> H."""
+    return requantize_int8(linear(h, t["weight"]).long(), t["bias"], t["out_m"], t["out_e"])
+
+
 def project(h: torch.Tensor, a: dict) -> torch.Tensor:
     """int8 rows (R, H) -> q, k, v accumulators (+ bias) -> int8 (R, 3H). `rescale` first corrects an input
     whose true scale differs from the one the layer was told (see ibert.IBertEncoder; identity if equal)."""
     z = fixed_mul(linear(h, a["qkv_weight"]).long(), a["qkv_rescale_m"], a["qkv_rescale_e"])
-    return saturate(fixed_mul(z + a["qkv_bias"], a["qkv_m"], a["qkv_e"]), 8).to(torch.int8)
+    return requantize_int8(z, a["qkv_bias"], a["qkv_m"], a["qkv_e"])
 
 
 def softmax(scores: torch.Tensor, mask: torch.Tensor, a: dict) -> torch.Tensor:

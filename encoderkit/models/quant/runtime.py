@@ -8,7 +8,8 @@ calibrated) into an `IntegerIBert` whose tensors are integers and whose forward 
   as I-BERT's, fewer where |v| * m could leave int64 (the bound is known at export).
 - i-GELU, i-softmax and integer LayerNorm as in quant/modules.py, with the constants modules.py derives;
   the LayerNorm's square root by Newton's method on integers.
-- Embeddings: int8 tables; the classifier head (float in I-BERT) runs on 16-bit weights with a lookup
+- Embeddings: int8 tables, and where the model has one, the projection E -> H as one more int8 GEMM; the
+  classifier head (float in I-BERT) runs on 16-bit weights with a lookup
   table for tanh, and only its logits are turned into floats, at the very end.
 
 The elementwise chains between GEMMs are plain functions of integer tensors (`ops.py`); torch.compile
@@ -152,6 +153,13 @@ def _export_embeddings(emb) -> tuple[dict, torch.Tensor]:
     return tables | ln, scale
 
 
+def _export_projection(base: IBertModel, in_scale: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    """The embeddings' projection E -> H and its 8-bit QuantAct; their output scale."""
+    dense, acc_scale, bound = _linear(base.embeddings_project, in_scale)
+    out_scale = _calibrated_scale(base.embeddings_project_act, "embeddings_project_act")
+    return {**dense, **_fixed_point(_ratio(acc_scale, out_scale), bound, "out")}, out_scale
+
+
 def _export_residual(block: IBertResidualOutput, in_scale, residual_scale, told_scale, next_act, name):
     """dense + residual (told_scale: the residual's scale as the layer was told) -> LayerNorm -> int8."""
     dense, acc_scale, bound = _linear(block.dense, in_scale)
@@ -282,6 +290,9 @@ def export_integer_model(model: nn.Module) -> IntegerIBert:
                          f"(quant_mode={config.quant_mode}, force_dequant={config.force_dequant!r})")
     tensors, emb_scale = _export_embeddings(base.embeddings)
     tensors = _prefixed(tensors, "embeddings.")
+    if base.embeddings_project is not None:
+        projection, emb_scale = _export_projection(base, emb_scale)
+        tensors |= _prefixed(projection, "embeddings_project.")
     scale = emb_scale
     for i, layer in enumerate(base.encoder.layer):
         layer_tensors, scale = _export_layer(layer, scale, emb_scale, f"encoder.layer.{i}")
@@ -389,6 +400,8 @@ class IntegerIBert(nn.Module):
         self.spec = spec
         self.fuse = True
         self.embeddings = _Tensors(_sub(tensors, "embeddings."))
+        projection = _sub(tensors, "embeddings_project.")
+        self.embeddings_project = _Tensors(projection) if projection else None
         self.layers = nn.ModuleList(IntegerLayer(_sub(tensors, f"layers.{i}."), spec["num_attention_heads"])
                                     for i in range(spec["num_hidden_layers"]))
         self.classifier = (IntegerClassifier(_sub(tensors, "classifier."))
@@ -422,6 +435,8 @@ class IntegerIBert(nn.Module):
         positions = position_ids(input_ids, self.spec["pad_token_id"])
         h = _chain(int_ops.embed, self.fuse)(input_ids, token_type_ids, positions,
                                              dict(self.embeddings.named_buffers()))
+        if self.embeddings_project is not None:
+            h = _chain(int_ops.dense, self.fuse)(h, dict(self.embeddings_project.named_buffers()))
         mask = (attention_mask == 0).int()[:, None, None, :] * int_ops.MASKED
         for layer in self.layers:
             h = (layer.forward_split if split else layer)(h, mask, self.fuse)
