@@ -4,6 +4,7 @@ BERT/RoBERTa checkpoints, quantization-aware training steps."""
 import json
 
 import pytest
+import safetensors.torch
 import torch
 from torch import nn
 
@@ -145,7 +146,8 @@ def test_config_round_trips_and_rejects_what_i_bert_cannot_run():
 
 
 def float_checkpoint(tmp_path, model_type, **extra):
-    config_class = {"bert": "BertConfig", "roberta": "RobertaConfig", "electra": "ElectraConfig"}[model_type]
+    config_class = {"bert": "BertConfig", "roberta": "RobertaConfig", "electra": "ElectraConfig",
+                    "albert": "AlbertConfig"}[model_type]
     model_class = config_class.removesuffix("Config") + "ForSequenceClassification"
     pad = 1 if model_type == "roberta" else 0
     config = getattr(transformers, config_class)(**{**TINY, **extra}, pad_token_id=pad, num_labels=3,
@@ -193,6 +195,49 @@ def test_from_float_electra_encoder_same_in_float_then_quantized_close(tmp_path,
     _, fresh = ibert.ibert_from_float_pretrained(tmp_path, "sequence_classification")
     assert fresh == ["classifier.dense.weight", "classifier.dense.bias", "classifier.out_proj.weight",
                      "classifier.out_proj.bias"]  # ELECTRA's head uses gelu, RoBERTa's tanh
+
+
+ALBERT_LAYOUTS = {"1-group": dict(num_hidden_groups=1), "2-groups": dict(num_hidden_groups=2),
+                  "2-groups-of-2": dict(num_hidden_groups=2, inner_group_num=2)}
+
+
+@pytest.mark.parametrize("layout", ALBERT_LAYOUTS)
+def test_from_float_albert_same_in_float_then_quantized_close_weights_shared(tmp_path, layout):
+    """ALBERT (embedding projection, 4 layers sharing 1 or 2 groups' weights, gelu_new) against transformers':
+    equal logits in float, close once quantized. Layer applications share the weights (one tensor, stored once)
+    but each has its own activation ranges."""
+    theirs, _ = float_checkpoint(tmp_path / "albert", "albert", embedding_size=16, num_hidden_layers=4,
+                                 classifier_dropout_prob=0.0, **ALBERT_LAYOUTS[layout])
+    inputs = batch(pad_token_id=0)
+    float_model, fresh = ibert.ibert_from_float_pretrained(tmp_path / "albert", "sequence_classification",
+                                                           quant_mode=False)
+    assert fresh == []  # ALBERT's pooler + classifier are RoBERTa's classifier head
+    reference = hf_output(theirs, inputs)
+    torch.testing.assert_close(our_output(float_model.eval(), inputs), reference, atol=1e-5, rtol=1e-5)
+    qat, _ = ibert.ibert_from_float_pretrained(tmp_path / "albert", "sequence_classification")
+    ibert.calibrate(qat, calibration_batches(8, pad_token_id=0))
+    logits = our_output(qat, inputs)
+    assert (logits - reference).norm() < 0.25 * reference.norm()
+
+    layers = qat.ibert.encoder.layer
+    groups, inner = theirs.config.num_hidden_groups, theirs.config.inner_group_num
+    assert len(layers) == 4 * inner
+    # each shared weight once; one more position (I-BERT's count from pad_token_id + 1 = 1), of width 16
+    assert sum(p.numel() for p in qat.parameters()) == sum(p.numel() for p in theirs.parameters()) + 16
+    # Layers 0 and 1 (of 4) run the first group's layers, layer 3 the last group's.
+    first, second, last = layers[0], layers[inner], layers[3 * inner]
+    assert first.attention.self.query.weight is second.attention.self.query.weight
+    assert first.output.LayerNorm.weight is second.output.LayerNorm.weight
+    assert (first.intermediate.dense.weight is last.intermediate.dense.weight) == (groups == 1)
+    assert first.attention.self.query_activation.x_max != second.attention.self.query_activation.x_max
+    assert first.output.LayerNorm.shift is not second.output.LayerNorm.shift
+
+    ibert.save_pretrained(qat, tmp_path / "qat")
+    stored = safetensors.torch.load_file(tmp_path / "qat" / "model.safetensors")
+    assert sum(name.endswith("query.weight") for name in stored) == groups * inner
+    assert sum(name.endswith("query_activation.x_max") for name in stored) == 4 * inner
+    torch.testing.assert_close(our_output(ibert.from_pretrained(tmp_path / "qat", "sequence_classification"),
+                                          inputs), logits, atol=0, rtol=0)
 
 
 def test_quantization_aware_training_steps_reduce_the_loss():

@@ -14,8 +14,11 @@ from encoderkit.models.quant import int_ops, runtime, schedule
 TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=40)
 LOGITS_ATOL = 5e-4  # the classifier head (float in I-BERT) runs on 16-bit weights and a tanh table
-# ELECTRA-Small's embedding projection
-LAYOUTS = {"projection": dict(embedding_size=16)}
+# ELECTRA-Small's embedding projection; ALBERT's: projection, 4 layer applications of 1 shared layer, or of 2 groups
+# of 2 layers each (8 applications of 4 layers).
+LAYOUTS = {"projection": dict(embedding_size=16),
+           "albert-1-group": dict(embedding_size=16, num_hidden_layers=4, num_hidden_groups=1),
+           "albert-2-groups": dict(embedding_size=16, num_hidden_layers=4, num_hidden_groups=2, inner_group_num=2)}
 
 
 def randomize(model, std, seed=0):
@@ -84,9 +87,10 @@ def test_integer_model_matches_the_qat_model(std, size, workers, monkeypatch):
 
 @pytest.mark.parametrize("std", [0.2, 0.02], ids=["weights-0.2", "weights-0.02"])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_projection_matches_the_qat_model_and_round_trips(layout, std, tmp_path, monkeypatch):
-    """As above (logits within LOGITS_ATOL, int8 hidden states equal) with an embedding projection; the file
-    holds it and loads to the same model."""
+def test_projection_and_shared_layers_match_the_qat_model_and_are_stored_once(layout, std, tmp_path, monkeypatch):
+    """As above (logits within LOGITS_ATOL, int8 hidden states equal) with an embedding projection and ALBERT's
+    shared layers; the file holds each shared weight matrix once, with the first layer application that runs it,
+    and loads to the same model."""
     monkeypatch.setattr(schedule, "workers", lambda: 1)
     qat = qat_model(std=std, **LAYOUTS[layout])
     inputs = batch(7)
@@ -101,6 +105,10 @@ def test_projection_matches_the_qat_model_and_round_trips(layout, std, tmp_path,
     integer.save(tmp_path / "model.safetensors")
     with safetensors.safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
         names = set(f.keys())
+    owners = sorted(set(qat.ibert.encoder.weights_from))
+    assert len(owners) == 4 if layout == "albert-2-groups" else 1 if layout == "albert-1-group" else 2
+    for weight in runtime.SHARED_WEIGHTS:
+        assert sorted(n for n in names if n.endswith(weight)) == [f"layers.{j}.{weight}" for j in owners]
     assert "embeddings_project.weight" in names
     assert torch.equal(eager(runtime.load_integer_model(tmp_path / "model.safetensors"))(**inputs), integer(**inputs))
 

@@ -5,6 +5,7 @@ stdin from the float and from the integer-only model dir; bad input gets one lin
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from test_finetune_cli import keyword_sentences
 from encoderkit.commands import quantize
 from encoderkit.data.tokenizer import Tokenizer
 from encoderkit.models import ibert
-from encoderkit.models.albert import AlbertConfig, AlbertForSequenceClassification
+from encoderkit.models.albert import AlbertConfig, AlbertForSequenceClassification, AlbertModel
 from encoderkit.models.electra import (
     BertConfig,
     BertModel,
@@ -227,6 +228,25 @@ def test_an_electra_classifier_is_quantized_with_a_new_head(embedding_size, toke
     assert (json.loads((out / "qat" / "config.json").read_text())["embedding_size"] is None) == (embedding_size == 32)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("groups", [1, 2])
+def test_an_albert_classifier_is_quantized_with_shared_layers(groups, tokenizer, glue_dir, tmp_path_factory):
+    """ALBERT: embedding projection and 4 layers running 1 or 2 groups' weights; its pooler + classifier are
+    I-BERT's classifier head, so nothing starts fresh."""
+    config = AlbertConfig(vocab_size=tokenizer.vocab_size, embedding_size=16, num_hidden_groups=groups,
+                          **{**TINY, "num_hidden_layers": 4})
+    best = fine_tuned(AlbertModel(config), tokenizer, glue_dir, tmp_path_factory, f"albert-{groups}")
+    out = tmp_path_factory.mktemp(f"albert-{groups}-int8") / "run"
+    result = cli("quantize", "--model", str(best), "--task", "sst2", "--data-dir", str(glue_dir), *QUICK,
+                 f"output.dir={out}")
+    assert result.returncode == 0, result.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["freshly_initialised"] == [] and "integer_export_error" not in results
+    quantized_near_fp32_and_qat(results)
+    qat = json.loads((out / "qat" / "config.json").read_text())
+    assert (qat["num_hidden_layers"], qat["num_hidden_groups"], qat["embedding_size"]) == (4, groups, 16)
+
+
 def test_bundled_recipe_holds_i_berts_settings():
     recipe = load_quantize_recipe("quantize-glue")
     settings, train = recipe.quantize, recipe.train
@@ -243,6 +263,9 @@ def unusable_models(tokenizer, tmp_path_factory):
     vocab = tokenizer.vocab_size
     albert = save_model(AlbertForSequenceClassification(AlbertConfig(vocab_size=vocab, embedding_size=16, **TINY)),
                         tokenizer, root / "albert")
+    other_family = shutil.copytree(albert, root / "deberta")
+    config = json.loads((other_family / "config.json").read_text())
+    (other_family / "config.json").write_text(json.dumps({**config, "model_type": "deberta-v2"}))
     encoder_only = save_model(ElectraForPreTraining(ElectraConfig(vocab_size=vocab, embedding_size=32, **TINY)),
                               tokenizer, root / "discriminator")
     three_classes = save_model(ElectraForSequenceClassification(ElectraConfig(vocab_size=vocab, embedding_size=32,
@@ -251,13 +274,13 @@ def unusable_models(tokenizer, tmp_path_factory):
     return {
         "missing model dir": (root / "nowhere", "sst2", "no config.json"),
         "unknown task": (albert, "sst3", "unknown GLUE task 'sst3'"),
-        "albert": (albert, "sst2", "model_type 'albert' cannot be quantized"),
+        "another family": (other_family, "sst2", "model_type 'deberta-v2' cannot be quantized"),
         "not a classifier": (encoder_only, "sst2", "holds no fine-tuned classifier"),
         "classifier of another task": (three_classes, "sst2", "the classifier has 3 outputs, task sst2 needs 2"),
     }
 
 
-@pytest.mark.parametrize("case", ["missing model dir", "unknown task", "albert", "not a classifier",
+@pytest.mark.parametrize("case", ["missing model dir", "unknown task", "another family", "not a classifier",
                                   "classifier of another task"])
 def test_bad_input_is_one_line_and_exit_2(case, unusable_models, glue_dir, tmp_path):
     model, task, expected = unusable_models[case]

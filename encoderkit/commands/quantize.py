@@ -1,17 +1,17 @@
 """`encoderkit quantize`: I-BERT quantization-aware fine-tuning (QAT) of a fine-tuned GLUE classifier through
 the one training loop, its export to integer-only inference, and FP32 / QAT / integer-only dev scores in one table.
 
-Steps: score the float classifier on dev; build the I-BERT QAT model from it (BERT/ELECTRA/RoBERTa weights map
-onto I-BERT's, ELECTRA-Small's embedding projection included; an I-BERT checkpoint loads as it is); set its
-activation ranges on training batches; QAT fine-tune with the classification objective, keeping the best dev
-epoch; export that epoch to the integer-only model and score it too.
+Steps: score the float classifier on dev; build the I-BERT QAT model from it (BERT/ELECTRA/RoBERTa/ALBERT weights
+map onto I-BERT's, with ELECTRA-Small's and ALBERT's embedding projection and ALBERT's shared layers; an I-BERT
+checkpoint loads as it is); set its activation ranges on training batches; QAT fine-tune with the classification
+objective, keeping the best dev epoch; export that epoch to the integer-only model and score it too.
 
 The run dir (output.dir):
   recipe.yaml, versions.json   the run record
   results.json                 dev scores of every model, their differences from FP32 in points, timings (--bench)
   qat/                         the best QAT epoch: I-BERT in Hugging Face format (quant_mode true; transformers'
-                               IBertForSequenceClassification loads it unless it has an embedding projection,
-                               which is ours), the tokenizer, eval.json
+                               IBertForSequenceClassification loads it unless it has an embedding projection or
+                               shared layers, which are ours), the tokenizer, eval.json
   integer/                     the integer-only model (model.safetensors: integer tensors) and the tokenizer;
                                `encoderkit predict --model <run dir>/integer` runs it without any float model
   train/                       the loop's run dir: metrics.jsonl (checkpoints/ is removed once QAT is done)
@@ -70,8 +70,7 @@ def read_classifier_config(model_dir: Path, task: GlueTask) -> dict:
     model_type = config.get("model_type")
     if model_type not in (*FLOAT_FAMILIES, "ibert"):
         raise QuantizeError(f"--model: model_type {model_type!r} cannot be quantized: I-BERT's integer-only encoder "
-                            f"is BERT's layer stack ({', '.join(FLOAT_FAMILIES)}, ibert); ALBERT's shared layers "
-                            "have no integer version")
+                            f"takes BERT's post-LN layers ({', '.join(FLOAT_FAMILIES)}, ibert)")
     if not any(name.endswith("ForSequenceClassification") for name in config.get("architectures", [])):
         raise QuantizeError(f"--model: {model_dir} holds no fine-tuned classifier (architectures: "
                             f"{config.get('architectures')}); fine-tune it first with `encoderkit finetune glue`")
@@ -328,14 +327,14 @@ def bench_integer(path: str, **shape):
 
 def bench_transformers(path: str, **shape):
     """transformers' IBertForSequenceClassification with quant_mode on (its simulated integers), the QAT weights.
-    Raises (the harness reports it) for a model with an embedding projection, which it lacks."""
+    Raises (the harness reports it) for a model with an embedding projection or shared layers, which it lacks."""
     from transformers import IBertForSequenceClassification
 
     from encoderkit.models.hf_format import read_config
 
     config = read_config(path)
-    if config.get("embedding_size") is not None:
-        raise QuantizeError("transformers' I-BERT has no embedding projection")
+    if config.get("embedding_size") is not None or config.get("num_hidden_groups") is not None:
+        raise QuantizeError("transformers' I-BERT has no embedding projection or shared layers")
 
     return _bench_step(IBertForSequenceClassification.from_pretrained(path), **shape)
 

@@ -7,11 +7,12 @@ quant_mode=False it is RoBERTa in float.
 
 Module and buffer names are transformers' (`ibert.encoder.layer.0.attention.self.query.weight_integer`),
 so a config.json + model.safetensors written by transformers' IBert* classes loads as it is, and ours
-load there. `ibert_from_float_pretrained` builds the QAT model from a float BERT, ELECTRA or RoBERTa.
+load there. `ibert_from_float_pretrained` builds the QAT model from a float BERT, ELECTRA, RoBERTa or ALBERT.
 
-An extension of ours (a config field transformers' IBertConfig does not have, so such a model does not load in
-transformers): `embedding_size`, embeddings narrower than the layers and a quantized projection
-`embeddings_project` (ELECTRA-Small's name) up to hidden_size.
+Two extensions of ours (config fields transformers' IBertConfig does not have, so such a model does not load
+in transformers): `embedding_size`, embeddings narrower than the layers and a quantized projection
+`embeddings_project` (ELECTRA-Small's name) up to hidden_size; and ALBERT's cross-layer sharing
+(`num_hidden_groups`, `inner_group_num`, see IBertEncoder).
 
 Differences from transformers' modeling_ibert.py:
 - IBertSelfOutput and IBertOutput are one class, IBertResidualOutput.
@@ -27,6 +28,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +62,7 @@ class IBertConfig(HFConfig):
     num_hidden_layers: int = 12
     num_attention_heads: int = 12
     intermediate_size: int = 3072
-    hidden_act: str = "gelu"
+    hidden_act: str = "gelu"  # or ALBERT's gelu_new: i-GELU approximates both (they differ by < 1e-3)
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
     max_position_embeddings: int = 512
@@ -74,21 +76,36 @@ class IBertConfig(HFConfig):
     force_dequant: str = "none"  # none | gelu | softmax | layernorm | nonlinear: those run in float
     num_labels: int = 2  # sequence classification; 1 means regression
     problem_type: str | None = None
-    # Ours, not transformers': embeddings of this width projected to hidden_size (None: no projection).
+    # Ours, not transformers': embeddings of this width projected to hidden_size (None: no projection) ...
     embedding_size: int | None = None
+    # ... and ALBERT's sharing: layer i runs the inner_group_num layers of group int(i / (L / num_hidden_groups))
+    # (None: every layer its own weights, as in BERT).
+    num_hidden_groups: int | None = None
+    inner_group_num: int = 1
 
     def __post_init__(self):
-        if self.hidden_act != "gelu":
-            raise ValueError(f"I-BERT only supports hidden_act 'gelu' (i-GELU), got {self.hidden_act!r}")
+        if self.hidden_act not in ("gelu", "gelu_new"):
+            raise ValueError(f"I-BERT only supports hidden_act 'gelu' or 'gelu_new' (i-GELU), got {self.hidden_act!r}")
         if self.force_dequant not in FORCE_DEQUANT:
             raise ValueError(f"force_dequant {self.force_dequant!r}; valid: {', '.join(FORCE_DEQUANT)}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
                              f"num_attention_heads {self.num_attention_heads}")
+        if self.num_hidden_groups is not None and not 1 <= self.num_hidden_groups <= self.num_hidden_layers:
+            raise ValueError(f"num_hidden_groups {self.num_hidden_groups} must be in 1..num_hidden_layers "
+                             f"({self.num_hidden_layers})")
 
     @property
     def embedding_width(self) -> int:
         return self.embedding_size or self.hidden_size
+
+    def layer_runs(self) -> list[int]:
+        """The layer weights each layer application runs (num_hidden_layers x inner_group_num applications):
+        ALBERT's group layer, group * inner_group_num + n, in transformers' AlbertTransformer's order; without
+        num_hidden_groups each application runs its own, 0, 1, 2, ..."""
+        L, inner = self.num_hidden_layers, self.inner_group_num
+        groups = self.num_hidden_groups or L
+        return [int(i / (L / groups)) * inner + n for i in range(L) for n in range(inner)]
 
 
 def _quant_linear(in_features: int, out_features: int, config: IBertConfig) -> QuantLinear:
@@ -215,7 +232,8 @@ class IBertIntermediate(nn.Module):
     def __init__(self, config: IBertConfig):
         super().__init__()
         self.dense = _quant_linear(config.hidden_size, config.intermediate_size, config)
-        self.intermediate_act_fn = IntGELU(quant_mode=config.quant_mode, force_dequant=config.force_dequant)
+        self.intermediate_act_fn = IntGELU(quant_mode=config.quant_mode, force_dequant=config.force_dequant,
+                                           approximate="tanh" if config.hidden_act == "gelu_new" else "none")
         self.output_activation = QuantAct(ACT_BIT, quant_mode=config.quant_mode)
 
     def forward(self, x, scale):
@@ -238,9 +256,25 @@ class IBertLayer(nn.Module):
 
 
 class IBertEncoder(nn.Module):
+    """`layer.{j}`: one IBertLayer per layer application, in order.
+
+    With ALBERT's sharing (config.num_hidden_groups), applications that run the same layer of a group share its
+    weights but not its activation ranges: each application sees other activations, and 8-bit ranges fitted to
+    all of them at once would waste bits on each. So every application is its own IBertLayer (own QuantActs,
+    softmax range, LayerNorm shift), whose QuantLinear modules are the first such application's modules and whose
+    LayerNorm weight and bias are its parameters. The weights are then one set of tensors, which the optimizer
+    sees once and which checkpoints store once, under the first application's names (see unique_state); a shared
+    QuantLinear's bias_integer (a cache, recomputed from the input's scale at every call) holds its last call's.
+    """
+
     def __init__(self, config: IBertConfig):
         super().__init__()
-        self.layer = nn.ModuleList(IBertLayer(config) for _ in range(config.num_hidden_layers))
+        runs = config.layer_runs()
+        self.weights_from = [runs.index(weights) for weights in runs]  # the first application that runs them
+        self.layer = nn.ModuleList(IBertLayer(config) for _ in self.weights_from)
+        for layer, owner in zip(self.layer, self.weights_from, strict=True):
+            if layer is not self.layer[owner]:
+                _share_weights(layer, self.layer[owner])
 
     def forward(self, x, scale, mask):
         # As in transformers (whose IBertLayer returns no scale), every layer is told the embeddings' output
@@ -250,6 +284,27 @@ class IBertEncoder(nn.Module):
         for layer in self.layer:
             x, out_scale = layer(x, scale, mask)
         return x, out_scale
+
+
+def _share_weights(layer: IBertLayer, owner: IBertLayer) -> None:
+    """Make `layer` run on the weights of `owner` (see IBertEncoder)."""
+    for name, module in owner.named_modules():
+        if isinstance(module, QuantLinear):
+            layer.set_submodule(name, module)
+        elif isinstance(module, IntLayerNorm):
+            norm = layer.get_submodule(name)
+            norm.weight, norm.bias = module.weight, module.bias
+
+
+def unique_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """state_dict with every tensor once, under its first name: shared layers' weights (IBertEncoder) are
+    stored once, as the model holds them."""
+    state, seen = {}, set()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            state[name] = tensor.detach()
+    return state
 
 
 @torch.no_grad()
@@ -273,7 +328,7 @@ class IBertModel(nn.Module):
         self.config = config
         self.embeddings = IBertEmbeddings(config)
         self.embeddings_project, self.embeddings_project_act = None, None
-        if config.embedding_size is not None:  # ELECTRA-Small's projection up to hidden_size
+        if config.embedding_size is not None:  # ELECTRA-Small's (and ALBERT's) projection up to hidden_size
             self.embeddings_project = _quant_linear(config.embedding_size, config.hidden_size, config)
             self.embeddings_project_act = QuantAct(ACT_BIT, quant_mode=config.quant_mode)
         self.encoder = IBertEncoder(config)
@@ -391,7 +446,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = {**model.config.to_hf_dict(), "architectures": [type(model).__name__]}
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors = {k: v.contiguous().cpu() for k, v in unique_state(model).items()}
     safetensors.torch.save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
     (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
@@ -400,10 +455,10 @@ def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) 
     """Copy tensors named as in transformers into `model`; a base model's file loads into a head and back.
 
     Returns the names of head tensors the file lacks (left freshly initialised); a missing encoder tensor
-    or a shape mismatch is an error.
+    or a shape mismatch is an error. A shared tensor is read once, under its first name (unique_state).
     """
     tensors = {k.removeprefix(BASE_PREFIX): v for k, v in tensors.items()}
-    state = model.state_dict()
+    state = unique_state(model)
     missing = []
     with torch.no_grad():
         for name, ours in state.items():
@@ -442,13 +497,14 @@ def from_pretrained(directory: str | os.PathLike, head: str = "base", **config_o
     return model.eval()
 
 
-# ---- From a float BERT / ELECTRA / RoBERTa (same layer structure) to an I-BERT QAT model. ----
+# ---- From a float BERT / ELECTRA / RoBERTa / ALBERT (BERT's post-LN layers) to an I-BERT QAT model. ----
 
-FLOAT_FAMILIES = ("bert", "electra", "roberta")
+FLOAT_FAMILIES = ("albert", "bert", "electra", "roberta")
 
 # Head tensors by source model_type and our head: source name -> ours. ELECTRA's classifier is not mapped:
 # its activation is gelu where RoBERTa's (I-BERT's) is tanh, so it starts fresh.
 _FLOAT_HEADS = {
+    ("albert", "sequence_classification"): {"albert.pooler": "classifier.dense", "classifier": "classifier.out_proj"},
     ("bert", "sequence_classification"): {"bert.pooler.dense": "classifier.dense",
                                           "classifier": "classifier.out_proj"},
     ("bert", "masked_lm"): {"cls.predictions.transform.dense": "lm_head.dense",
@@ -461,17 +517,39 @@ _FLOAT_HEADS = {
     ("roberta", "masked_lm"): {"lm_head": "lm_head"},
 }
 
+# transformers' ALBERT encoder modules (as hf_format.ENCODER_NAMES["albert"] writes them) -> I-BERT's (BERT's).
+_ALBERT_MODULES = {"encoder.embedding_hidden_mapping_in": "embeddings_project", "pooler": "pooler.dense"}
+_ALBERT_LAYER_MODULES = {"attention.query": "attention.self.query", "attention.key": "attention.self.key",
+                         "attention.value": "attention.self.value", "attention.dense": "attention.output.dense",
+                         "attention.LayerNorm": "attention.output.LayerNorm", "ffn": "intermediate.dense",
+                         "ffn_output": "output.dense", "full_layer_layer_norm": "output.LayerNorm"}
+_ALBERT_LAYER = re.compile(r"encoder\.albert_layer_groups\.(\d+)\.albert_layers\.(\d+)\.(.+)")
 
-def _float_encoder_name(name: str, model_type: str) -> str | None:
+
+def _float_encoder_name(name: str, model_type: str, config: IBertConfig) -> str | None:
     """I-BERT's name (without `ibert.`) of a float checkpoint's encoder tensor; None for other tensors.
-    BERT's, ELECTRA's and RoBERTa's names are I-BERT's (ELECTRA's projection is embeddings_project, as ours)."""
+
+    BERT's, ELECTRA's and RoBERTa's names are I-BERT's (ELECTRA's projection is embeddings_project, as ours).
+    The tensors of ALBERT's group layer go to the first layer application that runs it (IBertEncoder).
+    """
     name = name.removeprefix(f"{model_type}.")
-    return name if name.startswith(("embeddings.", "embeddings_project.", "encoder.", "pooler.")) else None
+    if model_type != "albert":
+        return name if name.startswith(("embeddings.", "embeddings_project.", "encoder.", "pooler.")) else None
+    if name.startswith("embeddings."):
+        return name
+    module, _, param = name.rpartition(".")
+    if module in _ALBERT_MODULES:
+        return f"{_ALBERT_MODULES[module]}.{param}"
+    match = _ALBERT_LAYER.fullmatch(module)
+    if match is None or match[3] not in _ALBERT_LAYER_MODULES:
+        return None
+    application = config.layer_runs().index(int(match[1]) * config.inner_group_num + int(match[2]))
+    return f"encoder.layer.{application}.{_ALBERT_LAYER_MODULES[match[3]]}.{param}"
 
 
 def _projected_width(src: dict) -> int | None:
-    """The float model's embedding width if it projects its embeddings up (ELECTRA when E != H)."""
-    if src.get("embedding_size", src["hidden_size"]) != src["hidden_size"]:
+    """The float model's embedding width if it projects its embeddings up: ALBERT always, ELECTRA when E != H."""
+    if src["model_type"] == "albert" or src.get("embedding_size", src["hidden_size"]) != src["hidden_size"]:
         return src["embedding_size"]
     return None
 
@@ -486,14 +564,15 @@ def _rename_head(name: str, table: dict[str, str]) -> str | None:
 
 def ibert_from_float_pretrained(directory: str | os.PathLike, head: str = "base", quant_mode: bool = True,
                                 force_dequant: str = "none") -> tuple[nn.Module, list[str]]:
-    """An I-BERT model with the weights of a float BERT, ELECTRA or RoBERTa in Hugging Face format.
+    """An I-BERT model with the weights of a float BERT, ELECTRA, RoBERTa or ALBERT in Hugging Face format.
 
-    `directory` holds config.json (model_type bert, electra or roberta; hidden_act gelu) and model.safetensors
-    with transformers' names (as our hf_format.save_pretrained writes them). Encoder weights map one to one,
-    ELECTRA-Small's embedding projection included. BERT/ELECTRA positions count from 0, I-BERT's (RoBERTa's)
-    from pad_token_id + 1, so the position table is shifted. Heads: BERT's pooler + classifier become
-    RoBERTa's classifier dense + out_proj (equal in eval); MLM heads map; ELECTRA's classifier does not (see
-    _FLOAT_HEADS).
+    `directory` holds config.json (model_type albert, bert, electra or roberta; hidden_act gelu, or ALBERT's
+    gelu_new) and model.safetensors with transformers' names (as our hf_format.save_pretrained writes them).
+    Encoder weights map one to one, ELECTRA's and ALBERT's embedding projection included; ALBERT's shared layer
+    groups become shared layers (IBertEncoder). BERT/ELECTRA/ALBERT positions count from 0, I-BERT's
+    (RoBERTa's) from pad_token_id + 1, so the position table is shifted. Heads: BERT's and ALBERT's pooler +
+    classifier become RoBERTa's classifier dense + out_proj (equal in eval); MLM heads map; ELECTRA's
+    classifier does not (see _FLOAT_HEADS).
 
     Returns (model, names of the tensors left freshly initialised). The activation ranges are not set:
     run `calibrate` or quantization-aware fine-tuning before using the model in eval mode.
@@ -515,7 +594,7 @@ def ibert_from_float_pretrained(directory: str | os.PathLike, head: str = "base"
     head_table = _FLOAT_HEADS.get((model_type, head), {})
     tensors = {}
     for name, tensor in _read_tensors(directory).items():
-        ours = _rename_head(name, head_table) or _float_encoder_name(name, model_type)
+        ours = _rename_head(name, head_table) or _float_encoder_name(name, model_type, config)
         if ours is not None:
             tensors[ours] = tensor
     positions = tensors["embeddings.position_embeddings.weight"]

@@ -272,10 +272,13 @@ class IntGELU(nn.Module):
     shift_bits = 14  # the polynomial's integer is divided by 2^14 to keep it in range
     coeff = (-0.2888, -1.769, 1 / -0.2888)  # a, b, c/a
 
-    def __init__(self, quant_mode: bool = True, force_dequant: str = "none"):
+    def __init__(self, quant_mode: bool = True, force_dequant: str = "none", approximate: str = "none"):
         super().__init__()
         _check_force_dequant(force_dequant)
         self.quant_mode = quant_mode and force_dequant not in ("nonlinear", "gelu")
+        # The float path's GELU: "tanh" is ALBERT's gelu_new. The integer polynomial is within 1.8e-2 of either
+        # (they differ by less than 1e-3), so it is the same for both.
+        self.approximate = approximate
 
     def erf_scale(self, scale: torch.Tensor) -> torch.Tensor:
         """Scale of the erf polynomial's integer (after the 2^14 division) for inputs at scale * k."""
@@ -292,7 +295,7 @@ class IntGELU(nn.Module):
 
     def forward(self, x: torch.Tensor, scaling_factor: torch.Tensor | None = None):
         if not self.quant_mode:
-            return F.gelu(x), None
+            return F.gelu(x, approximate=self.approximate), None
         x_int = x / scaling_factor
         b_int, c_int = self.erf_constants(scaling_factor / self.k)
         abs_int = torch.min(torch.abs(x_int), -b_int)

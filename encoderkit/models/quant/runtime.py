@@ -15,6 +15,11 @@ calibrated) into an `IntegerIBert` whose tensors are integers and whose forward 
 The elementwise chains between GEMMs are plain functions of integer tensors (`ops.py`); torch.compile
 fuses each into one pass over memory when a C++ compiler is present, else they run eagerly, with the
 same results. `save` / `load` use safetensors: integer tensors plus a JSON description of the shapes.
+
+ALBERT's shared layers (ibert.IBertEncoder): every layer application has its own constants (its biases are
+integers at its own input's scale, its requantizations its own ranges'), while the int8 weight matrices
+(SHARED_WEIGHTS) are stored once, with the first application that runs them; spec["layer_weights"] names it
+for each application.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from ..ibert import IBertModel, IBertResidualOutput, position_ids
+from ..ibert import IBertModel, IBertResidualOutput, position_ids, unique_state
 from . import int_ops, schedule
 from .modules import QuantAct, QuantLinear, fixed_point_multiplier
 
@@ -36,6 +41,8 @@ FORMAT = "encoderkit-integer-ibert"
 HEAD_WEIGHT_BITS = 16  # the float classifier head of I-BERT runs on 16-bit weights here
 TANH_STEP_BITS = 11  # tanh's table covers [-16, 16) in steps of 2^-11 (65536 entries)
 TANH_ONE = 2**15 - 1  # tanh's output scale is 1 / TANH_ONE
+# A layer's int8 weight matrices: what layer applications that run the same (ALBERT) layer share.
+SHARED_WEIGHTS = ("attention.qkv_weight", "attention_output.weight", "ffn_in.weight", "ffn_out.weight")
 
 
 # ---- Export: constants from the QAT model, computed in float32 as its forward computes them. ----
@@ -294,13 +301,16 @@ def export_integer_model(model: nn.Module) -> IntegerIBert:
         projection, emb_scale = _export_projection(base, emb_scale)
         tensors |= _prefixed(projection, "embeddings_project.")
     scale = emb_scale
+    weights_from = base.encoder.weights_from
     for i, layer in enumerate(base.encoder.layer):
         layer_tensors, scale = _export_layer(layer, scale, emb_scale, f"encoder.layer.{i}")
+        if weights_from[i] != i:  # the same module's weights: stored with the first application only
+            layer_tensors = {k: v for k, v in layer_tensors.items() if k not in SHARED_WEIGHTS}
         tensors |= _prefixed(layer_tensors, f"layers.{i}.")
     spec = {"format": FORMAT, "version": 1, "hidden_size": config.hidden_size,
-            "num_hidden_layers": config.num_hidden_layers, "num_attention_heads": config.num_attention_heads,
-            "intermediate_size": config.intermediate_size, "pad_token_id": config.pad_token_id,
-            "head": "base" if head is None else "sequence_classification"}
+            "num_hidden_layers": len(weights_from), "layer_weights": weights_from,
+            "num_attention_heads": config.num_attention_heads, "intermediate_size": config.intermediate_size,
+            "pad_token_id": config.pad_token_id, "head": "base" if head is None else "sequence_classification"}
     if head is None:
         spec["output_scale"] = scale.item()
     else:
@@ -402,10 +412,20 @@ class IntegerIBert(nn.Module):
         self.embeddings = _Tensors(_sub(tensors, "embeddings."))
         projection = _sub(tensors, "embeddings_project.")
         self.embeddings_project = _Tensors(projection) if projection else None
+        # Layer applications of one shared layer hold the same weight tensors (save writes them once).
+        tensors = dict(tensors)
+        for i, owner in enumerate(self.layer_weights):
+            for name in SHARED_WEIGHTS:
+                tensors.setdefault(f"layers.{i}.{name}", tensors[f"layers.{owner}.{name}"])
         self.layers = nn.ModuleList(IntegerLayer(_sub(tensors, f"layers.{i}."), spec["num_attention_heads"])
                                     for i in range(spec["num_hidden_layers"]))
         self.classifier = (IntegerClassifier(_sub(tensors, "classifier."))
                            if spec["head"] == "sequence_classification" else None)
+
+    @property
+    def layer_weights(self) -> list[int]:
+        """For each layer application, the one whose weights it runs (itself but in ALBERT's shared layers)."""
+        return self.spec.get("layer_weights", list(range(self.spec["num_hidden_layers"])))
 
     @property
     def output_scale(self) -> float | None:
@@ -444,8 +464,8 @@ class IntegerIBert(nn.Module):
         return h if self.classifier is None else self.classifier(h[:, 0])
 
     def save(self, path: str | os.PathLike) -> None:
-        """One safetensors file: the integer tensors, and the shapes as JSON in its metadata."""
-        tensors = {k: v.contiguous() for k, v in self.state_dict().items()}
+        """One safetensors file: the integer tensors (shared ones once), and the shapes as JSON in its metadata."""
+        tensors = {k: v.contiguous() for k, v in unique_state(self).items()}
         safetensors.torch.save_file(tensors, str(path), metadata={FORMAT: json.dumps(self.spec)})
 
 
