@@ -2,6 +2,7 @@
 no float arithmetic (and no float GEMM) on the integer path, the integer helpers."""
 
 import math
+from fractions import Fraction
 
 import pytest
 import safetensors
@@ -178,6 +179,38 @@ def test_export_needs_quant_mode_calibration_and_an_integer_head():
         runtime.export_integer_model(ibert.IBertModel(ibert.IBertConfig(**TINY)))
     with pytest.raises(TypeError, match="IBertForMaskedLM"):
         runtime.export_integer_model(ibert.IBertForMaskedLM(config))
+
+
+# all-MiniLM-L6-v2's last LayerNorm: channels of weight ~0, whose rescales (1e-39, 6e-16) once failed the export
+DEAD_CHANNELS = dict(weight=[-4.795e-33, -6.013e-33, -1.502e-9], bias=[1.560e-32, -8.598e-33, -8.655e-8])
+
+
+def test_fixed_point_takes_tiny_and_huge_rescales():
+    """A rescale too small for a 31-bit multiplier within a 63-bit shift (MiniLM's LayerNorm: 1.8e-39, 5.8e-16,
+    with values up to 2^31 + 3.2e9) and one too large for a shift of at least 1: integers still give round(v x)."""
+    for ratio, bound in ((1.8406e-39, 2**31 + 3.16e9), (5.7662e-16, 2**31 + 3.16e9), (2.0**40 + 3, 2**10)):
+        fixed = runtime._fixed_point(torch.tensor([ratio], dtype=torch.float64), bound, "x")
+        assert 1 <= fixed["x_e"].item() <= 63
+        v = torch.cat([torch.linspace(-bound, bound, 1001).long(), torch.tensor([-int(bound), int(bound)])])
+        exact = [math.floor(x * Fraction(ratio) + Fraction(1, 2)) for x in v.tolist()]
+        assert int_ops.fixed_mul(v, fixed["x_m"], fixed["x_e"]).tolist() == exact
+
+
+def test_layernorm_channels_of_weight_near_zero_export_and_match(monkeypatch):
+    monkeypatch.setattr(schedule, "workers", lambda: 1)
+    qat = qat_model()
+    norm = qat.ibert.encoder.layer[-1].output.LayerNorm
+    with torch.no_grad():
+        for name, values in DEAD_CHANNELS.items():
+            getattr(norm, name)[:3] = torch.tensor(values)
+    inputs = batch(7)
+    integer = eager(runtime.export_integer_model(qat))  # raised "do not fit a fixed-point multiplier" before
+    with torch.no_grad():
+        torch.testing.assert_close(integer(**inputs), qat(**inputs), atol=LOGITS_ATOL, rtol=0)
+        base = eager(runtime.export_integer_model(qat.ibert))
+        expected = torch.round(qat.ibert(**inputs) / base.output_scale)
+    valid = inputs["attention_mask"].bool()
+    assert torch.equal(base(**inputs)[valid].float(), expected[valid])
 
 
 def test_isqrt_is_exact():

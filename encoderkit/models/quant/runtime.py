@@ -53,15 +53,26 @@ def _ratio(pre_scale: torch.Tensor, out_scale: torch.Tensor) -> torch.Tensor:
 
 
 def _fixed_point(ratio: torch.Tensor, bound: float, prefix: str, max_e: int = 63) -> dict[str, torch.Tensor]:
-    """{prefix_m, prefix_e}: ratio ~ m / 2^e, with |v * m| < 2^62 for every |v| <= bound, 1 <= e <= max_e."""
+    """{prefix_m, prefix_e}: ratio ~ m / 2^e, with |v * m| < 2^62 for every |v| <= bound, 1 <= e <= max_e.
+
+    m keeps 31 significant bits, fewer where |v| needs the room (16 at least). A ratio so small that this would
+    take a shift beyond max_e (a LayerNorm channel whose weight is ~0: all-MiniLM-L6-v2's last LayerNorm has
+    weights of 1e-33 and 1e-9, rescales of 1e-39 and 6e-16) gets e = max_e and the shorter m = round(ratio 2^e),
+    possibly 0: m / 2^e is then within 2^-(max_e + 1) of the ratio, which moves v * ratio by less than
+    bound / 2^64 < 2^-18 (bound < 2^46), well below the output's rounding step. A ratio so large that it would
+    take a shift below 1 gets e = 1 and a longer m, where |v * m| still fits.
+    """
     bits = min(31, 62 - int(bound).bit_length())
     if bits < 16:
         raise ValueError(f"{prefix}: values up to {bound:.3g} leave {bits} bits for the fixed-point multiplier")
-    m, e = fixed_point_multiplier(ratio.reshape(-1), bits)
-    if (e < 1).any() or (e > max_e).any():
-        raise ValueError(f"{prefix}: rescale factors in [{ratio.min().item():.3g}, {ratio.max().item():.3g}] "
-                         "do not fit a fixed-point multiplier")
-    return {f"{prefix}_m": m.long(), f"{prefix}_e": e.long()}
+    ratio = ratio.reshape(-1).double()
+    m, e = fixed_point_multiplier(ratio, bits)
+    clamped = e.clamp(1, max_e)
+    m = torch.where(e == clamped, m, torch.floor(ratio * 2.0**clamped + 0.5))
+    if (m.abs() * bound >= 2.0**62).any():
+        raise ValueError(f"{prefix}: rescale factors up to {ratio.abs().max().item():.3g} of values up to "
+                         f"{bound:.3g} do not fit a 64-bit fixed-point multiplication")
+    return {f"{prefix}_m": m.long(), f"{prefix}_e": clamped.long()}
 
 
 def _wide_fixed_point(ratio: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
