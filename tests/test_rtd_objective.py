@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from encoderkit.models.electra import ElectraConfig, ElectraGeneratorDiscriminator
+from encoderkit.models.electra import ElectraConfig, ElectraGeneratorDiscriminator, sample_categorical
 from encoderkit.objectives.rtd import CollapseAlarm, ReplacedTokenDetectionObjective, binary_auc
 
 V = 50
@@ -45,13 +45,13 @@ def test_loss_is_generator_plus_weighted_discriminator_and_labels_follow_the_sam
     model = pair()
     objective = ReplacedTokenDetectionObjective(V, discriminator_weight=50.0, seed=3)
     b, original = batch()
-    noise = objective.gumbel_noise(b["mlm_labels"] != -100, 0)
-    objective.sampling_seeds.manual_seed(3)  # the objective draws the same noise again
+    uniforms = objective.sampling_uniforms(b["mlm_labels"] != -100, 0)
+    objective.sampling_seeds.manual_seed(3)  # the objective draws the same numbers again
     loss, metrics = objective(model, b)
 
     mlm_mask = b["mlm_labels"] != -100
     gen_logits, disc_logits, disc_input = model(b["input_ids"], b["attention_mask"], b["token_type_ids"], mlm_mask,
-                                                noise)
+                                                uniforms)
     replaced = (disc_input != original) & b["attention_mask"].bool()
     gen_loss = F.cross_entropy(gen_logits, original[mlm_mask])
     real = b["attention_mask"].bool()
@@ -73,14 +73,28 @@ def test_no_gradient_flows_through_the_sample():
     assert all(p.grad is None or not p.grad.any() for p in generator_only)
 
 
-def test_noise_is_the_same_however_the_batch_is_split():
+def test_sampling_numbers_are_the_same_however_the_batch_is_split():
     objective_a, objective_b = ReplacedTokenDetectionObjective(V, seed=1), ReplacedTokenDetectionObjective(V, seed=1)
     mask = torch.rand(6, 10, generator=torch.Generator().manual_seed(0)) < 0.4
-    whole = objective_a.gumbel_noise(mask, 0)
-    top = objective_b.gumbel_noise(mask[:3], 0)
+    whole = objective_a.sampling_uniforms(mask, 0)
+    top = objective_b.sampling_uniforms(mask[:3], 0)
     objective_b.sampling_seeds.manual_seed(1)
-    bottom = objective_b.gumbel_noise(mask[3:], 3)
+    bottom = objective_b.sampling_uniforms(mask[3:], 3)
     assert torch.equal(whole, torch.cat([top, bottom]))
+
+
+def test_sampling_draws_each_token_by_its_softmax_probability():
+    logits = torch.tensor([[0.0, 1.0, 2.0, -float("inf"), 0.5], [3.0, -float("inf"), 0.0, 0.0, 1.0]])
+    n = 100_000
+    uniforms = (torch.arange(n, dtype=torch.float64) + 0.5) / n  # evenly spread: counts are exact up to 1
+    for row in range(2):
+        drawn = sample_categorical(logits[row].expand(n, -1), uniforms)
+        counts = torch.bincount(drawn, minlength=5).double()
+        expected = logits[row].double().softmax(-1) * n
+        assert (counts - expected).abs().max() <= 1.0
+        assert counts[logits[row] == -float("inf")].sum() == 0  # probability 0: never drawn
+    # extreme uniforms stay in range
+    assert sample_categorical(logits, torch.tensor([0.0, 1.0 - 1e-7])).tolist() == [0, 4]
 
 
 def run_alarm(history):

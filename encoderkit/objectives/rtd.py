@@ -1,7 +1,7 @@
 """ELECTRA's objective: generator masked LM + discriminator replaced-token detection.
 
 As in the paper and the original code: the generator predicts the masked positions; the model
-samples replacements from its logits (Gumbel noise in fp32, no gradient through the sample);
+samples replacements from its softmax (in fp32, no gradient through the sample);
 the discriminator labels every token replaced or original (a sample equal to the original
 counts as original). loss = generator + weight x discriminator.
 """
@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encoderkit.models.electra import gumbel
 from encoderkit.objectives.baseline import UnigramBaseline
 
 
@@ -99,9 +98,9 @@ class ReplacedTokenDetectionObjective:
         targets = labels[mlm_mask]
         world = batch.get("world_size", 1)
 
-        noise = self.gumbel_noise(mlm_mask, batch.get("row_offset", 0))
+        uniforms = self.sampling_uniforms(mlm_mask, batch.get("row_offset", 0))
         gen_logits, disc_logits, disc_input = model(
-            input_ids, attention, token_types, mlm_mask, noise, self.temperature
+            input_ids, attention, token_types, mlm_mask, uniforms, self.temperature
         )
         num_masked = batch.get("num_masked_global", targets.numel())
         gen_loss = F.cross_entropy(gen_logits.float(), targets, reduction="sum") * world / max(num_masked, 1)
@@ -134,19 +133,17 @@ class ReplacedTokenDetectionObjective:
             self.alarm.update(metrics["disc_auc"], metrics["disc_recall"], metrics["gen_acc"])
         return loss, metrics
 
-    def gumbel_noise(self, mlm_mask: torch.Tensor, row_offset: int) -> torch.Tensor:
-        """Sampling noise [N, V] for the masked positions, drawn row by row from a seed for this batch
-        and the row's index in the global batch: however the batch is split over processes, every
-        row gets the noise it would get in one process."""
+    def sampling_uniforms(self, mlm_mask: torch.Tensor, row_offset: int) -> torch.Tensor:
+        """One uniform number [N] per masked position (the model samples a replacement with it), drawn
+        row by row from a seed for this batch and the row's index in the global batch: however the batch
+        is split over processes, every row gets the numbers it would get in one process."""
         batch_seed = int(torch.randint(2**62, (1,), generator=self.sampling_seeds))
         rows = []
         for row, count in enumerate(mlm_mask.sum(dim=1).tolist()):
             if count:
-                row_generator = torch.Generator(device=mlm_mask.device).manual_seed(batch_seed + row_offset + row)
-                rows.append(torch.rand((count, self.vocab_size), generator=row_generator, device=mlm_mask.device))
-        if not rows:
-            return torch.empty((0, self.vocab_size), device=mlm_mask.device)
-        return gumbel(torch.cat(rows))
+                row_generator = torch.Generator().manual_seed(batch_seed + row_offset + row)
+                rows.append(torch.rand(count, generator=row_generator))
+        return torch.cat(rows).to(mlm_mask.device) if rows else torch.empty(0, device=mlm_mask.device)
 
     def state_dict(self) -> dict:
         return {"alarm": self.alarm.state_dict(), "unigram": self.unigram.state_dict(),
