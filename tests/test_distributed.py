@@ -36,7 +36,8 @@ def test_two_processes_match_one_process(recipe, model_file, corpus, tmp_path):
     one = tmp_path / "one"
     run([sys.executable], recipe, corpus, one)
     two = tmp_path / "two"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    # --standalone picks a free port: a fixed one can still be held (TIME_WAIT) by the previous case's run
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     run(torchrun, recipe, corpus, two, f"tokenizer.path={one / 'spiece.model'}")
     single, double = load_file(str(one / model_file)), load_file(str(two / model_file))
     assert single.keys() == double.keys()
