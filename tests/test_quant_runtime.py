@@ -57,6 +57,24 @@ def eager(model):
     return model
 
 
+def assert_integer_matches_qat(qat, inputs):
+    """The exported classifier's logits within LOGITS_ATOL of the QAT model's; the exported encoder's int8
+    outputs equal to the QAT encoder's integers at every token that is not padding. Returns the classifier."""
+    integer = eager(runtime.export_integer_model(qat))
+    with torch.no_grad():
+        expected_logits = qat(**inputs)
+    torch.testing.assert_close(integer(**inputs), expected_logits, atol=LOGITS_ATOL, rtol=0)
+
+    base = eager(runtime.export_integer_model(qat.ibert))
+    hidden = base(**inputs)
+    assert hidden.dtype == torch.int8
+    with torch.no_grad():
+        expected = torch.round(qat.ibert(**inputs) / base.output_scale)
+    valid = inputs["attention_mask"].bool()
+    assert torch.equal(hidden[valid].float(), expected[valid])
+    return integer
+
+
 @pytest.fixture(scope="module")
 def classifier():
     return qat_model()
@@ -70,20 +88,7 @@ def test_integer_model_matches_the_qat_model(std, size, workers, monkeypatch):
     padding); logits within LOGITS_ATOL. std 0.02 gives attention scores a scale below 4e-5 (where
     transformers' softmax overflows float32). Workers: whole sequences per worker, or layers split."""
     monkeypatch.setattr(schedule, "workers", lambda: workers)
-    qat = qat_model(std=std)
-    inputs = batch(7, size)
-    integer = eager(runtime.export_integer_model(qat))
-    with torch.no_grad():
-        expected_logits = qat(**inputs)
-    torch.testing.assert_close(integer(**inputs), expected_logits, atol=LOGITS_ATOL, rtol=0)
-
-    base = eager(runtime.export_integer_model(qat.ibert))
-    hidden = base(**inputs)
-    assert hidden.dtype == torch.int8
-    with torch.no_grad():
-        expected = torch.round(qat.ibert(**inputs) / base.output_scale)
-    valid = inputs["attention_mask"].bool()
-    assert torch.equal(hidden[valid].float(), expected[valid])
+    assert_integer_matches_qat(qat_model(std=std), batch(7, size))
 
 
 @pytest.mark.parametrize("std", [0.2, 0.02], ids=["weights-0.2", "weights-0.02"])
@@ -95,13 +100,7 @@ def test_projection_and_shared_layers_match_the_qat_model_and_are_stored_once(la
     monkeypatch.setattr(schedule, "workers", lambda: 1)
     qat = qat_model(std=std, **LAYOUTS[layout])
     inputs = batch(7)
-    integer = eager(runtime.export_integer_model(qat))
-    with torch.no_grad():
-        torch.testing.assert_close(integer(**inputs), qat(**inputs), atol=LOGITS_ATOL, rtol=0)
-        base = eager(runtime.export_integer_model(qat.ibert))
-        expected = torch.round(qat.ibert(**inputs) / base.output_scale)
-    valid = inputs["attention_mask"].bool()
-    assert torch.equal(base(**inputs)[valid].float(), expected[valid])
+    integer = assert_integer_matches_qat(qat, inputs)
 
     integer.save(tmp_path / "model.safetensors")
     with safetensors.safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
@@ -203,14 +202,7 @@ def test_layernorm_channels_of_weight_near_zero_export_and_match(monkeypatch):
     with torch.no_grad():
         for name, values in DEAD_CHANNELS.items():
             getattr(norm, name)[:3] = torch.tensor(values)
-    inputs = batch(7)
-    integer = eager(runtime.export_integer_model(qat))  # raised "do not fit a fixed-point multiplier" before
-    with torch.no_grad():
-        torch.testing.assert_close(integer(**inputs), qat(**inputs), atol=LOGITS_ATOL, rtol=0)
-        base = eager(runtime.export_integer_model(qat.ibert))
-        expected = torch.round(qat.ibert(**inputs) / base.output_scale)
-    valid = inputs["attention_mask"].bool()
-    assert torch.equal(base(**inputs)[valid].float(), expected[valid])
+    assert_integer_matches_qat(qat, batch(7))  # export raised "do not fit a fixed-point multiplier" before
 
 
 def test_isqrt_is_exact():
