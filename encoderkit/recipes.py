@@ -182,10 +182,13 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+def read_recipe(name_or_path: str, overrides: list[str] = ()) -> dict:
+    """The recipe file's mapping with the command line's dotted overrides applied, not yet validated."""
+    return apply_overrides(read_yaml(resolve_path(name_or_path)), list(overrides))
+
+
 def load_recipe(name_or_path: str, overrides: list[str] = ()) -> PretrainRecipe:
-    path = resolve_path(name_or_path)
-    raw = apply_overrides(read_yaml(path), list(overrides))
-    return validate(raw)
+    return validate(read_recipe(name_or_path, overrides))
 
 
 def validate(raw: dict) -> PretrainRecipe:
@@ -405,9 +408,7 @@ class FinetuneRecipe:
 
 
 def load_finetune_recipe(name_or_path: str, overrides: list[str] = ()) -> FinetuneRecipe:
-    path = resolve_path(name_or_path)
-    raw = apply_overrides(read_yaml(path), list(overrides))
-    return validate_finetune(raw)
+    return validate_finetune(read_recipe(name_or_path, overrides))
 
 
 def validate_finetune(raw: dict) -> FinetuneRecipe:
@@ -464,12 +465,9 @@ def finetune_to_dict(recipe: FinetuneRecipe | QuantizeRecipe) -> dict:
 
 def load_any_recipe(name_or_path: str, overrides: list[str] = ()) -> PretrainRecipe | FinetuneRecipe | QuantizeRecipe:
     """A pretraining, fine-tuning or quantization recipe, as its `kind` says (for `recipes show` and `validate`)."""
-    kind = recipe_kind(read_yaml(resolve_path(name_or_path)))
-    if kind == "finetune":
-        return load_finetune_recipe(name_or_path, overrides)
-    if kind == "quantize":
-        return load_quantize_recipe(name_or_path, overrides)
-    return load_recipe(name_or_path, overrides)
+    raw = read_yaml(resolve_path(name_or_path))  # read once; the kind is the file's, before any override
+    validator = {"finetune": validate_finetune, "quantize": validate_quantize}.get(recipe_kind(raw), validate)
+    return validator(apply_overrides(raw, list(overrides)))
 
 
 # ---- quantization recipes (`encoderkit quantize`) ------------------------------------------------
@@ -508,9 +506,7 @@ class QuantizeRecipe:
 
 
 def load_quantize_recipe(name_or_path: str, overrides: list[str] = ()) -> QuantizeRecipe:
-    path = resolve_path(name_or_path)
-    raw = apply_overrides(read_yaml(path), list(overrides))
-    return validate_quantize(raw)
+    return validate_quantize(read_recipe(name_or_path, overrides))
 
 
 def validate_quantize(raw: dict) -> QuantizeRecipe:
