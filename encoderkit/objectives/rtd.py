@@ -84,7 +84,6 @@ class CollapseAlarm:
 class ReplacedTokenDetectionObjective:
     def __init__(self, vocab_size: int, discriminator_weight: float = 50.0, temperature: float = 1.0,
                  alarm: CollapseAlarm | None = None, seed: int = 0):
-        self.vocab_size = vocab_size
         self.unigram = UnigramBaseline(vocab_size)
         self.sampling_seeds = torch.Generator().manual_seed(seed)
         self.discriminator_weight = discriminator_weight
