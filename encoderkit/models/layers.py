@@ -54,14 +54,15 @@ class HFConfig:
 
 
 class Dropout(nn.Dropout):
-    """nn.Dropout with the same distribution, and a mask that is ~3x cheaper to draw on CPU.
+    """nn.Dropout with a mask that is ~4x cheaper to draw on CPU; the drop probability is p to within 2^-17.
 
     torch draws a CPU dropout mask one double-precision Bernoulli sample at a time (its vectorised path
     runs on Intel CPUs only): ~9 ms per million elements on one core, serial whatever the thread count.
-    Here each kept/dropped decision compares one uniform 32-bit integer from the same global generator
-    (so seeds and exact resume work as before) against round(p * 2**32): drop probability exact to 2**-32,
-    finer than `torch.rand(...) < p`; ~3 ms per million. An ELECTRA-small pretraining step draws ~30
-    million. Other devices use F.dropout, as does p == 1.
+    Here each kept/dropped decision compares 16 random bits from the same global generator (so seeds and
+    exact resume work as before) against round(p * 2^16): an element is dropped with probability
+    p' = round(p * 2^16) / 2^16 (p = 0.1 gives 0.1000061), and kept ones are scaled by 1 / (1 - p'), so
+    the expectation is exactly the input's. ~2.5 ms per million. An ELECTRA-small pretraining step draws
+    ~30 million. Other devices use F.dropout, as does a p that rounds to 1.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,13 +72,14 @@ class Dropout(nn.Dropout):
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or p == 1.0:
+    threshold = round(p * 2**16)  # drop where 16 uniform random bits, as an integer, are below it
+    if x.device.type != "cpu" or threshold == 2**16:
         return F.dropout(x, p, training=True)
-    # Two 32-bit draws per int64 (torch's full-range int64 sampler), read as signed int32.
-    words = torch.empty((x.numel() + 1) // 2, dtype=torch.int64).random_(-(2**63), None)
-    uniform = words.view(torch.int32)[: x.numel()].view(x.shape)  # uniform over [-2**31, 2**31)
-    keep = uniform >= round(p * 2**32) - 2**31
-    return x.mul(keep).mul_(1.0 / (1.0 - p))  # autograd keeps the bool mask, not a float copy
+    # Four 16-bit draws per int64 (torch's full-range int64 sampler), read as signed int16.
+    words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
+    uniform = words.view(torch.int16)[: x.numel()].view(x.shape)  # uniform over [-2**15, 2**15)
+    keep = uniform >= threshold - 2**15
+    return x.mul(keep).mul_(2**16 / (2**16 - threshold))  # autograd keeps the bool mask, not a float copy
 
 
 class Embeddings(nn.Module):
