@@ -86,7 +86,8 @@ def classifier():
 def test_integer_model_matches_the_qat_model(std, size, workers, monkeypatch):
     """Tolerance: the encoder's int8 outputs are equal to the QAT model's integers (every token that is not
     padding); logits within LOGITS_ATOL. std 0.02 gives attention scores a scale below 4e-5 (where
-    transformers' softmax overflows float32). Workers: whole sequences per worker, or layers split."""
+    transformers' softmax overflows float32). Workers: groups of whole sequences per worker, or (fewer
+    sequences than workers) the whole batch in this thread."""
     monkeypatch.setattr(schedule, "workers", lambda: workers)
     assert_integer_matches_qat(qat_model(std=std), batch(7, size))
 

@@ -345,9 +345,7 @@ def _chain(fn, fuse: bool):
 
 
 class IntegerLayer(nn.Module):
-    """One encoder layer. `forward` runs it on whole sequences in this thread; `forward_split` spreads its
-    pieces (projection of rows, attention of heads, the rest of rows) over the workers, for batches too
-    small to give each worker its own sequences (see schedule.py)."""
+    """One encoder layer, run on whole sequences."""
 
     def __init__(self, tensors: dict[str, torch.Tensor], num_heads: int):
         super().__init__()
@@ -364,36 +362,6 @@ class IntegerLayer(nn.Module):
     def forward(self, h: torch.Tensor, mask: torch.Tensor, fuse: bool) -> torch.Tensor:
         """h: int8 (B * S, H) of B whole sequences, mask (B, 1, 1, S) -> int8 (B * S, H)."""
         return _chain(int_ops.layer, fuse)(h, mask, self.num_heads, *self.constants())
-
-    def forward_split(self, h: torch.Tensor, mask: torch.Tensor, fuse: bool) -> torch.Tensor:
-        """Same as forward, in three phases whose pieces run on the workers."""
-        a, o, f, fo = self.constants()
-        (B, S), (T, H), nh = (mask.shape[0], mask.shape[-1]), h.shape, self.num_heads
-        tiles = schedule.tiles(B, S)
-        qkv = torch.empty(T, 3 * H, dtype=torch.int8)
-
-        def project(tile: schedule.Tile) -> None:
-            qkv[tile.rows] = _chain(int_ops.project, fuse)(h[tile.rows], a)
-
-        schedule.run(project, tiles)
-        heads = qkv.view(B, S, 3, nh, H // nh)
-        context = torch.empty(B, nh, S, H // nh, dtype=torch.int32)
-        value_sum = torch.empty(B, nh, H // nh, dtype=torch.int32)
-
-        def attend(unit: tuple[int, int, int]) -> None:
-            b, h0, h1 = unit
-            context[b, h0:h1], value_sum[b, h0:h1] = _chain(int_ops.attend, fuse)(heads[b, :, :, h0:h1], mask[b], a)
-
-        schedule.run(attend, schedule.head_groups(B, nh))
-        out = torch.empty(T, H, dtype=torch.int8)
-
-        def feed_forward(tile: schedule.Tile) -> None:
-            part = (slice(tile.b0, tile.b1), slice(None), slice(tile.s0, tile.s1))
-            out[tile.rows] = _chain(int_ops.feed_forward, fuse)(h[tile.rows], context[part],
-                                                                 value_sum[tile.b0:tile.b1], a, o, f, fo)
-
-        schedule.run(feed_forward, tiles)
-        return out
 
 
 class IntegerClassifier(_Tensors):
@@ -450,18 +418,18 @@ class IntegerIBert(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         groups = schedule.sequence_groups(B, S)
-        if groups is None:  # too few sequences to keep every worker busy: split each layer's work
-            return self._run(input_ids, attention_mask, token_type_ids, split=True)
+        if groups is None:  # fewer sequences than workers: all of them here, on torch's intra-op threads
+            return self._run(input_ids, attention_mask, token_type_ids)
         outputs = [None] * len(groups)
 
         def run_group(i: int) -> None:  # a few whole sequences through the whole model, in one worker
             b = slice(*groups[i])
-            outputs[i] = self._run(input_ids[b], attention_mask[b], token_type_ids[b], split=False)
+            outputs[i] = self._run(input_ids[b], attention_mask[b], token_type_ids[b])
 
         schedule.run(run_group, range(len(groups)))
         return torch.cat(outputs)
 
-    def _run(self, input_ids, attention_mask, token_type_ids, split: bool) -> torch.Tensor:
+    def _run(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
         B, S = input_ids.shape
         positions = position_ids(input_ids, self.spec["pad_token_id"])
         h = _chain(int_ops.embed, self.fuse)(input_ids, token_type_ids, positions,
@@ -470,7 +438,7 @@ class IntegerIBert(nn.Module):
             h = _chain(int_ops.dense, self.fuse)(h, dict(self.embeddings_project.named_buffers()))
         mask = (attention_mask == 0).int()[:, None, None, :] * int_ops.MASKED
         for layer in self.layers:
-            h = (layer.forward_split if split else layer)(h, mask, self.fuse)
+            h = layer(h, mask, self.fuse)
         h = h.view(B, S, -1)
         return h if self.classifier is None else self.classifier(h[:, 0])
 
