@@ -7,8 +7,10 @@ Random weights (sizes of RoBERTa-base: hidden 768, 12 layers, 12 heads, intermed
 50265), a sequence-classification head on each. The QAT model's activation ranges are calibrated on two
 random batches; transformers' IBert gets the same weights and ranges. Each model runs once to warm up
 (the integer model compiles its chains then), then the models take turns, `--repeats` times, so that a
-change in the machine's load hits them alike; the table shows medians. Prints the load average too: on a
-shared machine, compare the ratios rather than the absolute times.
+change in the machine's load hits them alike; the table shows medians. Every column runs with the allocator
+setting of encoderkit's entry point (as in `make bench`; under glibc's default, transformers' IBert takes
+~50% longer). Prints the load average too: on a shared machine, compare the ratios rather than the absolute
+times.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 
 from encoderkit.models import electra, ibert
 from encoderkit.models.quant import runtime
+from encoderkit.runtime import tune_allocator
 
 BASE = dict(vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
             intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, num_labels=2)
@@ -80,7 +83,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()[0]:.1f}")
+    allocator = tune_allocator()  # as encoderkit's entry point and make bench set it, for every column
+    print(f"torch {torch.__version__}, {args.threads} threads, {allocator}, load average {os.getloadavg()[0]:.1f}")
     start = time.perf_counter()
     models = build_models()
     print(f"built, calibrated and exported in {time.perf_counter() - start:.0f} s")
