@@ -1,12 +1,12 @@
 """Latency and throughput of a base-size encoder on CPU: FP32, our integer-only I-BERT, torch's dynamic int8
 quantization of the FP32 model, and transformers' IBert with quant_mode (which simulates integers in float).
 
-    python benchmarks/bench_quant.py [--threads 2] [--shapes 1x128,32x128] [--repeats 5]
+    python -m benchmarks.bench_quant [--threads 2] [--shapes 1x128,32x128] [--repeats 5]
 
-Random weights (sizes of RoBERTa-base: hidden 768, 12 layers, 12 heads, intermediate 3072, vocabulary
-50265), a sequence-classification head on each. The QAT model's activation ranges are calibrated on two
-random batches; transformers' IBert gets the same weights and ranges. Each model runs once to warm up
-(the integer model compiles its chains then), then the models take turns, `--repeats` times, so that a
+The models are `make bench`'s integer-only rows' (benchmarks/quantized.py): random weights at RoBERTa-base
+sizes, a sequence-classification head on each, the QAT model's activation ranges calibrated on two random
+batches, transformers' IBert with the same weights and ranges; here all in this process. Each model runs once
+to warm up (the integer model compiles its chains then), then the models take turns, `--repeats` times, so that a
 change in the machine's load hits them alike; the table shows medians. Every column runs with the allocator
 setting of encoderkit's entry point (as in `make bench`; under glibc's default, transformers' IBert takes
 ~50% longer). Prints the load average too: on a shared machine, compare the ratios rather than the absolute
@@ -19,41 +19,22 @@ import argparse
 import os
 import statistics
 import time
-import warnings
 
 import torch
 
-from encoderkit.models import electra, ibert
+from benchmarks import quantized
 from encoderkit.models.quant import runtime
 from encoderkit.runtime import tune_allocator
 
-BASE = dict(vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-            intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, num_labels=2)
-
-
-def inputs(batch: int, seq: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return dict(input_ids=torch.randint(3, BASE["vocab_size"], (batch, seq), generator=g),
-                attention_mask=torch.ones(batch, seq, dtype=torch.long))
-
 
 def build_models() -> dict[str, torch.nn.Module]:
-    torch.manual_seed(0)
-    fp32 = electra.BertForSequenceClassification(electra.BertConfig(**BASE)).eval()
-    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notice
-        warnings.simplefilter("ignore")
-        dynamic = torch.ao.quantization.quantize_dynamic(fp32, {torch.nn.Linear}, dtype=torch.qint8)
-    qat = ibert.IBertForSequenceClassification(ibert.IBertConfig(**BASE, quant_mode=True))
-    ibert.calibrate(qat, [inputs(2, 128, seed) for seed in (1, 2)])
-    models = {"fp32": fp32, "integer": runtime.export_integer_model(qat), "dynamic int8": dynamic}
+    fp32, qat = quantized.fp32_model(), quantized.calibrated_qat_model()
+    models = {"fp32": fp32, "integer": runtime.export_integer_model(qat),
+              "dynamic int8": quantized.dynamic_int8_model(fp32)}
     try:
-        import transformers
+        models["transformers IBert quant_mode"] = quantized.ibert_reference_model(qat)
     except ImportError:
         print("transformers is not installed: no IBert quant_mode column")
-        return models
-    hf = transformers.IBertForSequenceClassification(transformers.IBertConfig(**BASE, quant_mode=True))
-    hf.load_state_dict(qat.state_dict())  # same names, so same weights and ranges
-    models["transformers IBert quant_mode"] = hf.eval()
     return models
 
 
@@ -92,7 +73,7 @@ def main() -> None:
     for shape in args.shapes.split(","):
         batch_size, seq = (int(n) for n in shape.split("x"))
         print(f"{batch_size} x {seq}:")
-        times = measure(models, inputs(batch_size, seq, seed=3), args.repeats)
+        times = measure(models, quantized.full_length_batch(batch_size, seq), args.repeats)
         integer = statistics.median(times["integer"])
         for name, ts in times.items():
             median = statistics.median(ts)

@@ -1,10 +1,10 @@
 """Integer-only inference of a base-size classifier: our integer I-BERT against transformers' IBert in
 quant_mode (integers simulated in float) and against torch's dynamic int8 quantization of our fp32 model.
 
-The models are built as benchmarks/bench_quant.py (the quantization work's own latency script) builds
-them: RoBERTa-base sizes, random weights from one seed, activation ranges calibrated on two random
-batches, then `encoderkit.models.quant.runtime.export_integer_model`; transformers' IBert gets the same
-weights and ranges. Here each side builds only its own model, in its own process.
+The models, here and in benchmarks/bench_quant.py (the quantization work's own latency script): RoBERTa-base
+sizes, random weights from one seed, activation ranges calibrated on two random batches, then
+`encoderkit.models.quant.runtime.export_integer_model`; transformers' IBert gets the same weights and ranges.
+In `make bench` each side builds only its own model, in its own process.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def full_length_batch(batch_size: int, seq_len: int, seed: int = 3) -> dict[str,
             "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long)}
 
 
-def _calibrated_qat_model():
+def calibrated_qat_model():
     from encoderkit.models import ibert
 
     torch.manual_seed(0)
@@ -34,31 +34,43 @@ def _calibrated_qat_model():
     return model
 
 
-def integer_model(batch_size: int, seq_len: int):
-    from encoderkit.models.quant.runtime import export_integer_model
+def fp32_model():
+    from encoderkit.models.electra import BertConfig, BertForSequenceClassification
 
-    model = export_integer_model(_calibrated_qat_model())
-    batch = full_length_batch(batch_size, seq_len)
-    return inference_step(model, lambda: model(**batch))
+    torch.manual_seed(0)
+    return BertForSequenceClassification(BertConfig(**BASE, num_labels=2)).eval()
 
 
-def ibert_reference(batch_size: int, seq_len: int):
+def dynamic_int8_model(fp32):
+    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notice
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(fp32, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def ibert_reference_model(qat):
+    """transformers' IBertForSequenceClassification with quant_mode and the QAT model's weights and ranges."""
     import transformers
 
     model = transformers.IBertForSequenceClassification(
         transformers.IBertConfig(**BASE, num_labels=2, quant_mode=True))
-    model.load_state_dict(_calibrated_qat_model().state_dict())  # the same names: same weights and ranges
+    model.load_state_dict(qat.state_dict())  # the same names: same weights and ranges
+    return model.eval()
+
+
+def _timed(model, batch_size: int, seq_len: int):
     batch = full_length_batch(batch_size, seq_len)
     return inference_step(model, lambda: model(**batch))
+
+
+def integer_model(batch_size: int, seq_len: int):
+    from encoderkit.models.quant.runtime import export_integer_model
+
+    return _timed(export_integer_model(calibrated_qat_model()), batch_size, seq_len)
+
+
+def ibert_reference(batch_size: int, seq_len: int):
+    return _timed(ibert_reference_model(calibrated_qat_model()), batch_size, seq_len)
 
 
 def dynamic_int8_reference(batch_size: int, seq_len: int):
-    from encoderkit.models.electra import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    fp32 = BertForSequenceClassification(BertConfig(**BASE, num_labels=2)).eval()
-    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notice
-        warnings.simplefilter("ignore")
-        model = torch.ao.quantization.quantize_dynamic(fp32, {torch.nn.Linear}, dtype=torch.qint8)
-    batch = full_length_batch(batch_size, seq_len)
-    return inference_step(model, lambda: model(**batch))
+    return _timed(dynamic_int8_model(fp32_model()), batch_size, seq_len)
