@@ -1,11 +1,12 @@
 """The integer-only I-BERT's computation (runtime.py) as functions of integer tensors: int8 GEMMs
 (torch._int_mm) and the elementwise chains between them.
 
-The recipes and constants are those of the QAT modules (modules.py). The stages (`embed`, `dense`, `project`,
-`attend`, `feed_forward`, `layer`) take a block's constants as a dict of tensors, so one compiled graph
-serves every layer. `fused(fn)` is fn compiled by torch.compile: each chain becomes one vectorized C++
-loop nest (one pass over memory) and the GEMMs are called from C++ with the GIL released; or fn itself
-where torch.compile cannot build C++ here (same integers, slower).
+The recipes and constants are those of the QAT modules (modules.py). The runtime calls three stages, `embed`,
+`dense` (the embeddings' projection) and `layer` (built of `project`, `attend` and `feed_forward`); each
+takes its block's constants as a dict of tensors, so one compiled graph serves every layer. `fused(fn)` is
+fn compiled by torch.compile: each chain becomes one vectorized C++ loop nest (one pass over memory) and the
+GEMMs are called from C++ with the GIL released; or fn itself where torch.compile cannot build C++ here
+(same integers, slower).
 
 Widths: the constants' dtypes choose them. Export stores a constant as int32 where every product it enters
 fits 32 bits (checked on the values' range), else int64, and torch's type promotion carries that through
@@ -130,7 +131,7 @@ def softmax(scores: torch.Tensor, mask: torch.Tensor, a: dict) -> torch.Tensor:
 
 
 def attend(qkv: torch.Tensor, mask: torch.Tensor, a: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Some heads of one sequence: qkv (S, 3, n, hs) int8 -> ((p - 128) @ v as int32 (n, S, hs), sum(v) as
+    """The n heads of one sequence: qkv (S, 3, n, hs) int8 -> ((p - 128) @ v as int32 (n, S, hs), sum(v) as
     int32 (n, hs)). One GEMM per head for the scores and one for the context."""
     q, k, v = qkv.unbind(1)  # (S, n, hs)
     heads = range(q.shape[1])

@@ -12,7 +12,7 @@ calibrated) into an `IntegerIBert` whose tensors are integers and whose forward 
   classifier head (float in I-BERT) runs on 16-bit weights with a lookup
   table for tanh, and only its logits are turned into floats, at the very end.
 
-The elementwise chains between GEMMs are plain functions of integer tensors (`ops.py`); torch.compile
+The elementwise chains between GEMMs are plain functions of integer tensors (`int_ops.py`); torch.compile
 fuses each into one pass over memory when a C++ compiler is present, else they run eagerly, with the
 same results. `save` / `load` use safetensors: integer tensors plus a JSON description of the shapes.
 
