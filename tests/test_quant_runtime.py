@@ -107,7 +107,7 @@ def test_projection_and_shared_layers_match_the_qat_model_and_are_stored_once(la
     with safetensors.safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
         names = set(f.keys())
     owners = sorted(set(qat.ibert.encoder.weights_from))
-    assert len(owners) == 4 if layout == "albert-2-groups" else 1 if layout == "albert-1-group" else 2
+    assert len(owners) == {"projection": 2, "albert-1-group": 1, "albert-2-groups": 4}[layout]
     for weight in runtime.SHARED_WEIGHTS:
         assert sorted(n for n in names if n.endswith(weight)) == [f"layers.{j}.{weight}" for j in owners]
     assert "embeddings_project.weight" in names
