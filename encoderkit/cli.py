@@ -214,6 +214,37 @@ def recipes_validate(path: str = typer.Argument(..., help="A recipe YAML file.")
     typer.echo(f"{path}: ok")
 
 
+@recipes_app.command("cp", epilog="Example: encoderkit recipes cp albert-tiny my-albert.yaml && "
+                                  "encoderkit pretrain my-albert.yaml")
+def recipes_cp(name: str = typer.Argument(..., help="A bundled recipe name (see `recipes ls`)."),
+               dest: str = typer.Argument(..., help="The file to write, or a directory (DEST/NAME.yaml).")):
+    """Copy a bundled recipe to a file, to start your own from it; never overwrites a file."""
+    from encoderkit.recipes import copy_bundled
+
+    typer.echo(f"wrote {copy_bundled(name, dest)}")
+
+
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("encoderkit")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from encoderkit import __version__ as installed
+    typer.echo(f"encoderkit {installed}")
+    raise typer.Exit(0)
+
+
+@app.callback()
+def _app_options(
+    show_version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                      help="Print the installed version and exit."),
+):
+    pass
+
+
 def main() -> None:
     """Console entry point: known user errors become one line on stderr and exit code 2."""
     from encoderkit.errors import USER_ERRORS

@@ -7,6 +7,7 @@ one line and exit 2.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,7 +18,9 @@ import yaml
 
 from encoderkit.errors import UserError
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+# The bundled *.yaml, package data beside this module, read through importlib.resources so that an install
+# from a wheel or a zip finds them too: a Traversable (a Path, or a zipfile.Path), not always a Path.
+RECIPES_DIR = importlib.resources.files("encoderkit.recipes")
 
 
 class RecipeError(UserError):
@@ -129,12 +132,12 @@ def model_config_class(family: str):
 # ---- reading, overriding, validating ---------------------------------------------------------
 
 
-def resolve_path(name_or_path: str) -> Path:
+def resolve_path(name_or_path: str) -> Path | importlib.resources.abc.Traversable:
     """A recipe file path, or the name of a bundled recipe (`albert-tiny`)."""
     path = Path(name_or_path)
     if path.is_file():
         return path
-    bundled = RECIPES_DIR / f"{name_or_path}.yaml"
+    bundled = RECIPES_DIR.joinpath(f"{name_or_path}.yaml")
     if bundled.is_file():
         return bundled
     raise RecipeError(
@@ -144,8 +147,31 @@ def resolve_path(name_or_path: str) -> Path:
 
 def bundled_names(kind: str | None = "pretrain") -> list[str]:
     """Bundled recipes of one kind (pretrain or finetune), or of every kind with kind=None."""
-    paths = sorted(RECIPES_DIR.glob("*.yaml"))
-    return [p.stem for p in paths if kind is None or recipe_kind(read_yaml(p)) == kind]
+    paths = sorted((p for p in RECIPES_DIR.iterdir() if p.name.endswith(".yaml") and p.is_file()),
+                   key=lambda p: p.name)
+    return [p.name.removesuffix(".yaml") for p in paths if kind is None or recipe_kind(read_yaml(p)) == kind]
+
+
+def copy_bundled(name: str, dest: str | Path) -> Path:
+    """Copy bundled recipe `name` to `dest` (a file, or a directory: dest/NAME.yaml) byte for byte, to start
+    one's own recipe from it; an existing file is never overwritten. Returns the file written."""
+    names = bundled_names(None)
+    if name not in names:
+        raise RecipeError(f"recipe '{name}' is not a bundled recipe; the bundled ones are: {', '.join(names)}")
+    target = Path(dest)
+    if target.is_dir():
+        target = target / f"{name}.yaml"
+    elif str(dest).endswith("/"):
+        raise RecipeError(f"{dest}: no such directory")
+    if not target.parent.is_dir():
+        raise RecipeError(f"{target.parent}: no such directory; create it first")
+    source = RECIPES_DIR.joinpath(f"{name}.yaml")
+    try:
+        with open(target, "xb") as out:  # "x": fails if the file exists, even if it appeared a moment ago
+            out.write(source.read_bytes())
+    except FileExistsError:
+        raise RecipeError(f"{target} already exists; choose another name or remove it first") from None
+    return target
 
 
 def read_yaml(path: Path) -> dict:
