@@ -55,12 +55,12 @@ def classification_batch(batch_size: int, seq_len: int, vocab_size: int, num_lab
 
 def our_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
     """AdamW as encoderkit's training loop builds it."""
-    from encoderkit.recipes import TrainConfig
-    from encoderkit.train.optim import build_optimizer, decay_groups
+    from encoderkit.train.config import TrainConfig
+    from encoderkit.train.optim import build_optimizer, parameter_groups
 
     config = TrainConfig(optimizer="adamw", learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY,
                          adam_epsilon=ADAM_EPSILON)
-    return build_optimizer(decay_groups(model, WEIGHT_DECAY), config)
+    return build_optimizer(parameter_groups(model, WEIGHT_DECAY), config)
 
 
 def adamw(param_groups: list[dict]) -> torch.optim.Optimizer:

@@ -63,7 +63,7 @@ def fill_mask(
     """Read lines from stdin and print the top-k fillings of each [MASK]."""
     from encoderkit.commands.fill_mask import run
 
-    _check_model_dir(model, fmt)
+    _check_format(fmt)
     if run(model, sys.stdin, top_k, fmt):
         raise typer.Exit(1)
 
@@ -76,16 +76,14 @@ def rtd(
     """Read lines from stdin and print, for each token, the probability that it was replaced."""
     from encoderkit.commands.rtd import run
 
-    _check_model_dir(model, fmt)
+    _check_format(fmt)
     if run(model, sys.stdin, fmt):
         raise typer.Exit(1)
 
 
-def _check_model_dir(model: Path, fmt: str) -> None:
+def _check_format(fmt: str) -> None:
     if fmt not in ("text", "jsonl"):
         _fail(f"--format: '{fmt}' is not one of: text, jsonl")
-    if not (model / "config.json").is_file():
-        _fail(f"--model: '{model}' is not a model directory (no config.json); point it at a run dir")
 
 
 @tokenizer_app.command("train", epilog="Example: encoderkit tokenizer train albert-tiny tokenizer.vocab_size=8000 "
@@ -96,16 +94,10 @@ def tokenizer_train(
     out: Path = typer.Option(..., "--out", help="Directory to write spiece.model into."),
 ):
     """Train a SentencePiece tokenizer (ALBERT's special tokens) on a sample of the recipe's corpus."""
-    from rich.console import Console
-
-    from encoderkit.commands.pretrain import prepare_tokenizer
+    from encoderkit.commands.tokenizer import train_tokenizer
     from encoderkit.recipes import load_recipe
 
-    recipe_obj = load_recipe(recipe, (overrides or []) + ["tokenizer.path="])
-    if (out / "spiece.model").exists():
-        _fail(f"--out: '{out}/spiece.model' already exists; choose another directory")
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer = prepare_tokenizer(recipe_obj, out, Console(stderr=True))
+    tokenizer = train_tokenizer(load_recipe(recipe, (overrides or []) + ["tokenizer.path="]), out)
     typer.echo(f"wrote {out / 'spiece.model'} ({tokenizer.vocab_size} pieces)")
 
 
@@ -137,7 +129,7 @@ def finetune_glue(
 
 
 @app.command(epilog="Example: encoderkit quantize --model runs/rte/rte/best --task rte --data-dir glue_data "
-                    "quantize-glue output.dir=runs/rte-int8 --bench")
+                    "quantize-glue output.dir=runs/rte-int8")
 def quantize(
     recipe: str = typer.Argument("quantize-glue", help="A quantization recipe YAML file or bundled name "
                                  "(quantize-glue: I-BERT's settings)."),
@@ -149,8 +141,6 @@ def quantize(
                                "the best/ dir of `finetune glue`."),
     data_dir: Path = typer.Option(None, "--data-dir", help="The GLUE download (CoLA/, SST-2/, ... with their TSV "
                                   "files); without it the nyu-mll/glue dataset comes from the hub."),
-    bench: bool = typer.Option(False, "--bench", help="Also time FP32, integer-only and transformers' I-BERT "
-                               "(quant_mode) at batch 1 x 128 and 32 x 128 tokens on 2 CPU threads."),
 ):
     """Quantization-aware fine-tuning with I-BERT, export to integer-only inference, and FP32 against quantized
     dev scores in one table."""
@@ -160,7 +150,7 @@ def quantize(
     overrides = overrides or []
     if "=" in recipe:  # no recipe given, only overrides: the first one landed here
         recipe, overrides = "quantize-glue", [recipe, *overrides]
-    quantize_glue(load_quantize_recipe(recipe, overrides), task, model, data_dir, bench=bench)
+    quantize_glue(load_quantize_recipe(recipe, overrides), task, model, data_dir)
 
 
 @app.command(epilog='Example: printf "a gripping, funny film\\n" | encoderkit predict --model runs/sst2-int8/integer '
@@ -256,5 +246,5 @@ def main() -> None:
     try:
         app()
     except USER_ERRORS as err:
-        typer.echo(f"error: {err}", err=True)
+        typer.echo(f"error: {f'{err.option}: ' if err.option else ''}{err}", err=True)
         sys.exit(2)

@@ -6,7 +6,12 @@ other exception is a bug and keeps its traceback.
 
 
 class UserError(ValueError):
-    """Bad input: the message says what is wrong, where, and how to fix it."""
+    """Bad input: the message says what is wrong, where, and how to fix it.
+
+    `option`, where set, is the command-line option the input came from; the CLI puts it first.
+    """
+
+    option: str | None = None
 
 
 USER_ERRORS = (UserError,)

@@ -7,13 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from encoderkit.data.classification import add_swapped_pairs, encode_examples, iter_batches
 from encoderkit.data.glue import GlueExample, compute_metrics
-from encoderkit.objectives.classification import (
-    ClassificationObjective,
-    add_swapped_pairs,
-    encode_examples,
-    iter_batches,
-)
+from encoderkit.objectives.classification import ClassificationObjective
 
 PAD, CLS, SEP = 0, 1, 2
 

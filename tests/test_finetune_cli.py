@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from encoderkit.commands.finetune import EpochBatches, layerwise_lr_groups
+from encoderkit.data.classification import EncodedExamples, EpochBatches
 from encoderkit.data.glue import TASKS
 from encoderkit.data.tokenizer import Tokenizer
 from encoderkit.models.albert import AlbertConfig, AlbertForPreTraining, AlbertForSequenceClassification
 from encoderkit.models.electra import ElectraConfig, ElectraForPreTraining, ElectraForSequenceClassification
 from encoderkit.models.hf_format import save_pretrained
-from encoderkit.objectives.classification import EncodedExamples
 from encoderkit.recipes import dump_yaml, load_finetune_recipe
+from encoderkit.train.optim import layerwise_learning_rate, parameter_groups
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GLUE, BROKEN = FIXTURES / "glue", FIXTURES / "glue_broken"
@@ -288,7 +288,8 @@ def test_bad_input_is_one_line_and_exit_2(case, electra_dir, tokenizer, tmp_path
 
 
 def _lrs_by_parameter(model, decay=0.5):
-    groups = layerwise_lr_groups(model, learning_rate=1.0, decay=decay, weight_decay=0.01)
+    groups = parameter_groups(model, weight_decay=0.01,
+                              learning_rate=layerwise_learning_rate(model, learning_rate=1.0, decay=decay))
     lrs = {id(p): group["lr"] for group in groups for p in group["params"]}
     no_decay = {id(p) for group in groups if group["weight_decay"] == 0.0 for p in group["params"]}
     return {name: (lrs[id(p)], id(p) in no_decay) for name, p in model.named_parameters()}

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from encoderkit.recipes import TrainConfig
+from encoderkit.train.config import TrainConfig
 from encoderkit.train.loop import TrainingDiverged, latest_checkpoint, train
 from encoderkit.train.optim import Lamb, warmup_then_decay
 

@@ -10,24 +10,22 @@ from typing import TextIO
 import torch
 
 from encoderkit.commands.lines import LineError, answer_lines
+from encoderkit.models.load import max_tokens
 
 MASK = "[MASK]"
 
 
 def load_masked_lm(model_dir: Path):
-    from encoderkit.data.tokenizer import Tokenizer
-    from encoderkit.models.hf_format import load_pretrained
+    from encoderkit.models.load import load_model, load_tokenizer
 
-    model = load_pretrained(model_dir, head="masked_lm")
-    model.eval()
-    return model, Tokenizer.load(model_dir)
+    return load_model(model_dir, "masked_lm").eval(), load_tokenizer(model_dir)
 
 
 def fill_masks(model, tokenizer, text: str, top_k: int) -> list[list[dict]]:
     """For each [MASK] in `text`, the top-k candidates as {token, token_id, score}."""
     if MASK not in text:
         raise LineError(f"no {MASK} token to fill; write {MASK} where a word is missing")
-    max_len = model.config.max_position_embeddings
+    max_len = max_tokens(model)
     ids = [tokenizer.cls_id, *tokenizer.encode(text)][: max_len - 1] + [tokenizer.sep_id]
     input_ids = torch.tensor([ids])
     mlm_mask = input_ids == tokenizer.mask_id

@@ -15,256 +15,48 @@ The run dir (output.dir):
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
-import os
-import re
 import shutil
-import statistics
-import tempfile
 from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.table import Table
 
-from encoderkit.data.glue import (
-    PUBLISHED_DEV_SCORES,
-    TASKS,
-    GlueTask,
-    compute_metrics,
-    get_task,
-    load_task,
-    write_predictions,
-)
+from encoderkit.commands.report import compare_with_published, comparison_table, seed_statistics
+from encoderkit.data.classification import EpochBatches, add_swapped_pairs, encode_examples
+from encoderkit.data.glue import TASKS, GlueTask, get_task, load_task, write_predictions
 from encoderkit.errors import UserError
-from encoderkit.objectives.classification import (
-    ClassificationObjective,
-    EncodedExamples,
-    add_swapped_pairs,
-    encode_examples,
-    iter_batches,
-)
+from encoderkit.files import write_json
+from encoderkit.models.load import load_model, load_tokenizer, max_tokens, read_model_config
+from encoderkit.objectives.classification import ClassificationObjective
 from encoderkit.recipes import FinetuneRecipe, RecipeError, dump_yaml
-from encoderkit.train.optim import NO_DECAY_SUFFIXES
+from encoderkit.train.evaluate import BestCheckpoint, best_evaluation, predict
+from encoderkit.train.optim import layerwise_learning_rate, parameter_groups
+from encoderkit.train.run_dir import CHECKPOINTS, latest_checkpoint, write_run_record
 
 ALL_TASKS = "all"
 RESULTS_FILE = "results.json"
-# The config field of each model_type that sets the dropout before the classifier.
-CLASSIFIER_DROPOUT_FIELD = {"albert": "classifier_dropout_prob", "electra": "classifier_dropout",
-                            "bert": "classifier_dropout"}
 
 
 class FinetuneError(UserError):
-    """A model directory or run directory that cannot be used for fine-tuning."""
+    """A run directory that cannot be used for fine-tuning."""
 
 
-# ---- model, tokenizer, parameter groups ----------------------------------------------------------
-
-
-def read_model_config(model_dir: Path) -> dict:
-    from encoderkit.models.hf_format import FAMILIES, read_config
-
-    try:
-        config = read_config(model_dir)
-    except ValueError as err:
-        raise FinetuneError(f"--model: {err}") from None
-    if config.get("model_type") not in FAMILIES:
-        raise FinetuneError(f"--model: {model_dir / 'config.json'}: model_type {config.get('model_type')!r} "
-                            f"is not one of: {', '.join(FAMILIES)}")
-    return config
-
-
-def load_tokenizer(model_dir: Path):
-    from encoderkit.data.tokenizer import Tokenizer, TokenizerError
-
-    try:
-        return Tokenizer.load(model_dir)
-    except TokenizerError as err:
-        raise FinetuneError(f"--model: {err}") from None
-
-
-def load_classifier(model_dir: Path, model_type: str, task: GlueTask, dropout: float | None):
+def load_classifier(model_dir: Path, task: GlueTask, dropout: float | None):
     """The checkpoint's encoder under a head for `task`: its classes, or one output for STS-B.
 
     A head the checkpoint lacks starts from a fresh initialisation (seed it before calling).
     """
-    from encoderkit.models.hf_format import load_pretrained
-
-    overrides = {"num_labels": task.num_labels,
-                 "problem_type": "regression" if task.labels is None else "single_label_classification"}
-    if dropout is not None:
-        overrides[CLASSIFIER_DROPOUT_FIELD[model_type]] = dropout
-    try:
-        return load_pretrained(model_dir, head="sequence_classification", **overrides)
-    except ValueError as err:  # missing tensors, or a classifier trained for another number of labels
-        raise FinetuneError(f"--model: {err}") from None
-
-
-LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|layer_groups)\.(\d+)\.")
-
-
-def layer_depth(name: str, num_layers: int) -> int:
-    """How many layers below the task head a parameter sits: ELECTRA's layer-wise lr decay exponent.
-
-    As google-research/electra model/optimization.py `_get_layer_lrs`: the head 0, the pooler 1, the
-    top layer 2, one more per layer down, the embeddings (with the E->H projection) num_layers + 2.
-    ELECTRA keeps the pooler's step though it dropped the pooler (electra issue #51: left so that the
-    published results reproduce), so its top layer has depth 2 with or without a pooler.
-    """
-    parts = name.split(".")
-    if "embeddings" in parts or "embedding_projection" in parts:
-        return num_layers + 2
-    layer = LAYER_INDEX.search(name)
-    if layer:
-        return num_layers + 1 - int(layer.group(1))
-    if "pooler" in parts:
-        return 1
-    return 0
-
-
-def layerwise_lr_groups(model: torch.nn.Module, learning_rate: float, decay: float,
-                        weight_decay: float) -> list[dict]:
-    """Parameter groups with lr = learning_rate * decay^depth (see layer_depth), depth read off the names.
-
-    ALBERT's layers share one set of weights per layer group, so a group counts as one layer: with
-    ALBERT-base's single group the embeddings get decay^3, the shared layer decay^2, the pooler decay^1
-    and the head the full rate. Biases and LayerNorm weights get no weight decay (as decay_groups).
-    """
-    named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
-    indices = [int(match.group(1)) for name, _ in named if (match := LAYER_INDEX.search(name))]
-    num_layers = max(indices) + 1 if indices else 0
-    groups: dict[tuple[int, bool], dict] = {}
-    for name, param in named:
-        depth, no_decay = layer_depth(name, num_layers), name.endswith(NO_DECAY_SUFFIXES)
-        group = groups.setdefault((depth, no_decay), {
-            "params": [], "lr": learning_rate * decay**depth, "weight_decay": 0.0 if no_decay else weight_decay,
-        })
-        group["params"].append(param)
-    return [groups[key] for key in sorted(groups)]
-
-
-# ---- batches, evaluation, the best checkpoint ----------------------------------------------------
-
-
-class EpochBatches:
-    """Endless training micro-batches, epoch after epoch, each epoch in a new shuffled order.
-
-    An epoch is `batches_per_epoch` full batches (the few examples after the last full batch differ
-    from epoch to epoch). The state, (epoch, batch), is what the loop's checkpoints save for an exact resume.
-    """
-
-    def __init__(self, examples: EncodedExamples, batch_size: int, batches_per_epoch: int, seed: int):
-        self.examples, self.batch_size, self.seed = examples, batch_size, seed
-        self.batches_per_epoch = batches_per_epoch
-        self.epoch, self.batch = 0, 0
-        self._rest_of_epoch = None
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> dict:
-        if self.batch == self.batches_per_epoch:
-            self.epoch, self.batch, self._rest_of_epoch = self.epoch + 1, 0, None
-        if self._rest_of_epoch is None:
-            # seed * 10_000 + epoch: two seeds never share an epoch's order (seed + epoch would).
-            order = iter_batches(self.examples, self.batch_size, shuffle=True, seed=self.seed * 10_000 + self.epoch)
-            self._rest_of_epoch = itertools.islice(order, self.batch, None)
-        self.batch += 1
-        return next(self._rest_of_epoch)
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "batch": self.batch}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.batch, self._rest_of_epoch = state["epoch"], state["batch"], None
-
-
-@torch.inference_mode()
-def predict(model, examples: EncodedExamples, batch_size: int, objective: ClassificationObjective) -> torch.Tensor:
-    """Class indices (STS-B: scores) for every example, in order."""
-    # The integer-only model holds buffers only, no parameters.
-    device = next(itertools.chain(model.parameters(), model.buffers())).device
-    outputs = []
-    for batch in iter_batches(examples, batch_size, shuffle=False):
-        logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                       batch["token_type_ids"].to(device))
-        outputs.append(objective.predict(logits.float()).cpu())
-    return torch.cat(outputs)
-
-
-def score_dev_splits(model, task: GlueTask, dev: dict[str, EncodedExamples], batch_size: int) -> dict[str, dict]:
-    objective = ClassificationObjective(task.num_labels)
-    return {split: compute_metrics(task.name, predict(model, examples, batch_size, objective), examples.labels)
-            for split, examples in dev.items()}
-
-
-def primary_score(task: GlueTask, scores: dict[str, dict]) -> float:
-    """What picks the best checkpoint: the task's primary metric on its first dev split."""
-    return scores[task.dev_splits[0]][task.primary_metric]
-
-
-class BestCheckpoint:
-    """The evaluate callback: scores the dev splits after each epoch and keeps the best checkpoint so far
-    (over the epochs of every seed of the task) in `directory`, with its tokenizer and eval.json.
-
-    `save_model(model, directory)` writes the model (default: hf_format.save_pretrained; I-BERT has its own).
-    """
-
-    def __init__(self, task, dev, batch_size, directory: Path, tokenizer, seed: int, steps_per_epoch: int,
-                 writes: bool, save_model=None):
-        from encoderkit.models.hf_format import save_pretrained
-
-        self.task, self.dev, self.batch_size, self.directory = task, dev, batch_size, directory
-        self.tokenizer, self.seed, self.steps_per_epoch, self.writes = tokenizer, seed, steps_per_epoch, writes
-        self.save_model = save_model or save_pretrained
-        eval_file = directory / "eval.json"
-        self.best = primary_score(task, json.loads(eval_file.read_text())["scores"]) if eval_file.is_file() else None
-
-    def __call__(self, model, step: int) -> dict:
-        scores = score_dev_splits(model, self.task, self.dev, self.batch_size)
-        score = primary_score(self.task, scores)
-        if self.best is None or score > self.best:
-            self.best = score
-            if self.writes:
-                record = {"seed": self.seed, "epoch": step // self.steps_per_epoch, "step": step, "scores": scores}
-                self._save(model, record)
-        return {f"{split}_{metric}": value for split, values in scores.items() for metric, value in values.items()}
-
-    def _save(self, model, record: dict) -> None:
-        """Write the whole checkpoint beside the old one, then swap it in by renames."""
-        self.directory.parent.mkdir(parents=True, exist_ok=True)
-        new = Path(tempfile.mkdtemp(dir=self.directory.parent, prefix=".best-new-"))
-        self.save_model(model, new)
-        self.tokenizer.save(new)
-        (new / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
-        old = self.directory.with_name(".best-old")
-        shutil.rmtree(old, ignore_errors=True)
-        if self.directory.exists():
-            os.replace(self.directory, old)
-        os.replace(new, self.directory)
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def best_evaluation(seed_dir: Path, task: GlueTask, steps_per_epoch: int) -> dict:
-    """The seed's epoch with the best primary score, read back from the eval records of its metrics.jsonl."""
-    evaluations = {}
-    for line in (seed_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        scores = {split: {key.removeprefix(f"eval_{split}_"): value for key, value in record.items()
-                          if key.startswith(f"eval_{split}_")} for split in task.dev_splits}
-        if all(scores.values()):
-            evaluations[record["step"]] = scores
-    step = max(evaluations, key=lambda s: primary_score(task, evaluations[s]))
-    return {"epoch": step // steps_per_epoch, "step": step, "scores": evaluations[step]}
+    return load_model(model_dir, "sequence_classification", classifier_dropout=dropout, num_labels=task.num_labels,
+                      problem_type="regression" if task.labels is None else "single_label_classification")
 
 
 # ---- one task: data, seeds, predictions ----------------------------------------------------------
 
 
-def finetune_task(task: GlueTask, recipe: FinetuneRecipe, model_dir: Path, model_type: str, data_dir: Path | None,
-                  tokenizer, seeds: int, out: Path, console: Console, is_main: bool) -> dict:
-    from encoderkit.train.loop import CHECKPOINTS, latest_checkpoint, train
+def finetune_task(task: GlueTask, recipe: FinetuneRecipe, model_dir: Path, data_dir: Path | None, tokenizer,
+                  seeds: int, out: Path, console: Console, is_main: bool) -> dict:
+    from encoderkit.train.loop import train
 
     settings, train_cfg = recipe.finetune, recipe.train
     data = load_task(task.name, data_dir)
@@ -293,10 +85,11 @@ def finetune_task(task: GlueTask, recipe: FinetuneRecipe, model_dir: Path, model
             console.log(f"{task.name}, seed {seed}: {len(train_set)} training examples, "
                         f"{epochs} epochs of {steps_per_epoch} steps")
         torch.manual_seed(seed)  # the new head's initialisation differs per seed
-        model = load_classifier(model_dir, model_type, task, settings.classifier_dropout)
+        model = load_classifier(model_dir, task, settings.classifier_dropout)
         cfg = dataclasses.replace(train_cfg, seed=seed, max_steps=max_steps, save_every=steps_per_epoch,
                                   warmup_steps=round(settings.warmup_fraction * max_steps))
-        groups = layerwise_lr_groups(model, cfg.learning_rate, settings.layerwise_lr_decay, cfg.weight_decay)
+        groups = parameter_groups(model, cfg.weight_decay,
+                                  layerwise_learning_rate(model, cfg.learning_rate, settings.layerwise_lr_decay))
         batches = EpochBatches(train_set, cfg.batch_size // accumulation, steps_per_epoch * accumulation, seed)
         keep_best = BestCheckpoint(task, dev, settings.eval_batch_size, task_dir / "best", tokenizer, seed,
                                    steps_per_epoch, writes=is_main)
@@ -325,25 +118,12 @@ def finetune_task(task: GlueTask, recipe: FinetuneRecipe, model_dir: Path, model
     }
 
 
-def seed_statistics(task: GlueTask, seed_results: list[dict]) -> dict:
-    """Median, min and max over the seeds of every dev split's every metric."""
-    stats = {"median": {}, "min": {}, "max": {}}
-    for split in task.dev_splits:
-        for metric in seed_results[0]["scores"][split]:
-            values = [result["scores"][split][metric] for result in seed_results]
-            for name, reduce in (("median", statistics.median), ("min", min), ("max", max)):
-                stats[name].setdefault(split, {})[metric] = reduce(values)
-    return stats
-
-
 def write_test_predictions(task: GlueTask, data: dict, best_dir: Path, predictions_dir: Path, tokenizer,
                            max_seq_length: int, batch_size: int) -> list[Path]:
     """The best checkpoint's predictions for each test split, in GLUE's submission format."""
     from accelerate import PartialState
 
-    from encoderkit.models.hf_format import load_pretrained
-
-    model = load_pretrained(best_dir, head="sequence_classification").to(PartialState().device).eval()
+    model = load_model(best_dir, "sequence_classification").to(PartialState().device).eval()
     objective = ClassificationObjective(task.num_labels)
     paths = []
     for split in (split for split in task.splits if split.is_test):
@@ -363,17 +143,11 @@ def finetune_glue(recipe: FinetuneRecipe, task: str, model_dir: Path, data_dir: 
     what results.json holds and prints the comparison table."""
     from accelerate import PartialState
 
-    from encoderkit.train.loop import write_run_record
-
     console = console or Console(stderr=True)
     processes = PartialState()
     is_main = processes.is_main_process
     tasks = list(TASKS.values()) if task == ALL_TASKS else [get_task(task)]
-    model_config = read_model_config(model_dir)
-    model_type, max_positions = model_config["model_type"], model_config["max_position_embeddings"]
-    if recipe.finetune.max_seq_length > max_positions:
-        raise RecipeError(f"finetune.max_seq_length: {recipe.finetune.max_seq_length} exceeds the model's "
-                          f"max_position_embeddings={max_positions}")
+    read_model_config(model_dir)
     tokenizer = load_tokenizer(model_dir)
     out = Path(recipe.output.dir)
     results_file = out / RESULTS_FILE
@@ -386,7 +160,10 @@ def finetune_glue(recipe: FinetuneRecipe, task: str, model_dir: Path, data_dir: 
     for each in tasks:
         load_task(each.name, data_dir)
     for each in {each.num_labels: each for each in tasks}.values():
-        load_classifier(model_dir, model_type, each, recipe.finetune.classifier_dropout)
+        positions = max_tokens(load_classifier(model_dir, each, recipe.finetune.classifier_dropout))
+    if recipe.finetune.max_seq_length > positions:
+        raise RecipeError(f"finetune.max_seq_length: {recipe.finetune.max_seq_length} exceeds the model's "
+                          f"{positions} positions")
 
     processes.wait_for_everyone()  # every process has checked output.dir before the main one writes there
 
@@ -395,8 +172,7 @@ def finetune_glue(recipe: FinetuneRecipe, task: str, model_dir: Path, data_dir: 
     if is_main:
         write_run_record(out, dump_yaml(recipe))
     for each in tasks:
-        summary = finetune_task(each, recipe, model_dir, model_type, data_dir, tokenizer, seeds, out, console,
-                                is_main)
+        summary = finetune_task(each, recipe, model_dir, data_dir, tokenizer, seeds, out, console, is_main)
         if is_main:
             results["tasks"][each.name] = summary
             write_json(results_file, results)
@@ -407,69 +183,3 @@ def finetune_glue(recipe: FinetuneRecipe, task: str, model_dir: Path, data_dir: 
     write_json(results_file, results)
     Console().print(comparison_table(rows, average, recipe.finetune.published, seeds > 1))
     return results
-
-
-# ---- comparison with the published scores --------------------------------------------------------
-
-
-def compare_with_published(task_results: dict, published_model: str | None) -> tuple[list[dict], dict]:
-    """One row per task and dev split: our median score x100 (the metric the published table uses, else
-    the task's primary metric) beside the published value; and the average over the rows without WNLI
-    and MNLI-mismatched (as BERT and ELECTRA average GLUE dev scores)."""
-    published = {(s.task, s.split): s for s in PUBLISHED_DEV_SCORES if s.model == published_model}
-    rows = []
-    for name, result in task_results.items():
-        task = TASKS[name]
-        for split in task.dev_splits:
-            reference = published.get((name, split))
-            metric = reference.metric if reference else task.primary_metric
-            rows.append({
-                "task": name, "split": split, "metric": metric,
-                "ours": 100 * result["median"][split][metric],
-                "min": 100 * result["min"][split][metric],
-                "max": 100 * result["max"][split][metric],
-                "published": reference.value if reference else None,
-            })
-    averaged = [row for row in rows if row["task"] != "wnli" and row["split"] == TASKS[row["task"]].dev_splits[0]]
-    published_values = [row["published"] for row in averaged]
-    published_average = statistics.mean(published_values) if averaged and None not in published_values else None
-    if published_average is None and {row["task"] for row in averaged} >= set(TASKS) - {"wnli"}:
-        # a source that publishes only the GLUE score (ELECTRA paper, Table 1)
-        published_average = published[("average", "dev")].value if ("average", "dev") in published else None
-    average = {
-        "tasks": [row["task"] for row in averaged],
-        "ours": statistics.mean(row["ours"] for row in averaged) if averaged else None,
-        "published": published_average,
-    }
-    return rows, average
-
-
-def comparison_table(rows: list[dict], average: dict, published_model: str | None, show_range: bool) -> Table:
-    sources = sorted({s.source for s in PUBLISHED_DEV_SCORES if s.model == published_model})
-    table = Table(title=f"GLUE dev, x100{f'; published: {published_model}' if published_model else ''}",
-                  caption="; ".join(sources) or None)
-    for column in ("task", "split", "metric"):
-        table.add_column(column)
-    for column in ("ours", *(["seeds min-max"] if show_range else []), "published"):
-        table.add_column(column, justify="right")
-    for row in rows:
-        spread = [f"{row['min']:.1f}-{row['max']:.1f}"] if show_range else []
-        table.add_row(row["task"], row["split"], row["metric"], f"{row['ours']:.1f}", *spread,
-                      _points(row["published"]))
-    if average["ours"] is not None:
-        table.add_section()
-        table.add_row("average", "", "no WNLI, MNLI-mm", f"{average['ours']:.1f}", *([""] if show_range else []),
-                      _points(average["published"]))
-    return table
-
-
-def _points(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write whole or not at all: a temporary file, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)

@@ -11,10 +11,11 @@ from typing import TextIO
 import torch
 
 from encoderkit.commands.lines import answer_lines
+from encoderkit.models.load import max_tokens
 
 
 def replaced_scores(model, tokenizer, text: str) -> list[dict]:
-    max_len = model.config.max_position_embeddings
+    max_len = max_tokens(model)
     ids = tokenizer.encode(text)[: max_len - 2]
     input_ids = torch.tensor([[tokenizer.cls_id, *ids, tokenizer.sep_id]])
     with torch.inference_mode():
@@ -30,10 +31,9 @@ def _render(text: str, result: dict) -> str:
 
 
 def run(model_dir: Path, lines: Iterable[str], fmt: str, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    from encoderkit.data.tokenizer import Tokenizer
-    from encoderkit.models.hf_format import load_pretrained
+    from encoderkit.models.load import load_model, load_tokenizer
 
-    model = load_pretrained(model_dir, head="discriminator").eval()
-    tokenizer = Tokenizer.load(model_dir)
+    model = load_model(model_dir, "discriminator").eval()
+    tokenizer = load_tokenizer(model_dir)
     return answer_lines(lines, lambda text: {"tokens": replaced_scores(model, tokenizer, text)}, _render,
                         fmt, out, err)

@@ -19,6 +19,7 @@ from pathlib import Path
 import datasets
 
 from encoderkit.errors import UserError
+from encoderkit.files import atomic_write
 
 SourceLike = str | os.PathLike | Iterable[str | os.PathLike]
 
@@ -153,17 +154,13 @@ def default_corpus_path() -> Path:
 
 def write_default_corpus(path: Path) -> None:
     """Write the default corpus to `path` atomically: one paragraph a line, a blank line after each document."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a temporary file per process: concurrent builders each write their own, the last rename wins
-    temp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temp_path, "w", encoding="utf-8") as file:
+
+    def write(tmp: str) -> None:  # each process writes its own temporary file; the last rename wins
+        with open(tmp, "w", encoding="utf-8") as file:
             for document in default_corpus_documents():
                 file.write("\n".join(document) + "\n\n")
-        os.replace(temp_path, path)
-    except BaseException:
-        temp_path.unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def default_corpus_documents() -> Iterator[list[str]]:

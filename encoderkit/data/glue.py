@@ -13,8 +13,6 @@ of nyu-mll/glue's ClassLabel, so both sources agree) or floats for STS-B.
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from encoderkit.errors import UserError
+from encoderkit.files import write_text
 
 HUB_DATASET = "nyu-mll/glue"
 
@@ -304,16 +303,7 @@ def write_predictions(path: str | Path, task: str, ids: Sequence, predictions: S
         raise ValueError(f"{len(ids)} ids but {len(predictions)} predictions")
     lines = ["index\tprediction"]
     lines += [f"{example_id}\t{_format_prediction(spec, p)}" for example_id, p in zip(ids, predictions)]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as file:
-            file.write("\n".join(lines) + "\n")
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def _format_prediction(task: GlueTask, prediction) -> str:

@@ -24,6 +24,7 @@ from encoderkit.data.corpus import CorpusError, SourceLike, load_corpus, split_s
 from encoderkit.data.examples import Example, document_examples
 from encoderkit.data.masking import IGNORE_INDEX, mask_tokens, mask_whole_word_ngrams
 from encoderkit.data.tokenizer import Tokenizer
+from encoderkit.files import rng_state_from_json, rng_state_to_json
 
 STATE_VERSION = 1
 
@@ -101,9 +102,9 @@ class PretrainBatches:
             "config": self._config,
             "epoch": self._epoch,
             "corpus": copy.deepcopy(self._corpus_state),
-            "document_rng": _rng_state_to_json(self._document_rng_state),
+            "document_rng": rng_state_to_json(self._document_rng_state),
             "examples_taken": self._examples_taken,
-            "mask_rng": _rng_state_to_json(self._mask_rng.getstate()),
+            "mask_rng": rng_state_to_json(self._mask_rng.getstate()),
             "mask_generator": self._mask_generator.get_state().tolist(),
         }
 
@@ -114,9 +115,9 @@ class PretrainBatches:
             raise ValueError(f"state is of another stream: {state['config']} (this one: {self._config})")
         self._epoch = state["epoch"]
         self._corpus_state = state["corpus"]
-        self._document_rng_state = _rng_state_from_json(state["document_rng"])
+        self._document_rng_state = rng_state_from_json(state["document_rng"])
         self._examples_taken = state["examples_taken"]
-        self._mask_rng.setstate(_rng_state_from_json(state["mask_rng"]))
+        self._mask_rng.setstate(rng_state_from_json(state["mask_rng"]))
         self._mask_generator.set_state(torch.tensor(state["mask_generator"], dtype=torch.uint8))
         self._examples = None  # restart the example generator from the restored position
 
@@ -192,13 +193,3 @@ class PretrainBatches:
                 random_token_prob=self.random_token_prob,
             )
         return batch
-
-
-def _rng_state_to_json(state: tuple) -> list:
-    version, internal, gauss_next = state
-    return [version, list(internal), gauss_next]
-
-
-def _rng_state_from_json(state: list) -> tuple:
-    version, internal, gauss_next = state
-    return version, tuple(internal), gauss_next

@@ -77,6 +77,21 @@ def read_config(directory: Path) -> dict[str, Any]:
     return config
 
 
+def train_on_corpus(source, vocab_size: int, model_type: str = "unigram",
+                    sample_documents: int = 20_000) -> SentencePieceTokenizer:
+    """A new SentencePiece tokenizer trained on the sentences of the first `sample_documents` documents
+    of a corpus source (see data.corpus.load_corpus)."""
+    from encoderkit.data.corpus import iter_documents
+
+    documents = itertools.islice(iter_documents(source), sample_documents)
+    try:
+        return Tokenizer.train((sentence for doc in documents for sentence in doc), vocab_size, model_type=model_type)
+    except RuntimeError as err:  # sentencepiece: e.g. more pieces asked for than the sample holds
+        limit = re.search(r"value <= (\d+)", str(err))
+        hint = f"; this corpus sample allows at most {limit.group(1)}" if limit else f" ({err})"
+        raise TokenizerError(f"cannot train {vocab_size} pieces{hint}") from None
+
+
 # --------------------------------------------------------------------------------------------------
 # what every tokenizer offers
 

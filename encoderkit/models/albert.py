@@ -38,6 +38,7 @@ class AlbertConfig(HFConfig):
     """Field names and defaults are transformers' AlbertConfig (ALBERT-xxlarge)."""
 
     model_type: ClassVar[str] = "albert"
+    classifier_dropout_field: ClassVar[str] = "classifier_dropout_prob"  # the dropout before a task head
 
     vocab_size: int = 30000
     embedding_size: int = 128

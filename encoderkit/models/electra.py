@@ -41,6 +41,7 @@ class ElectraConfig(HFConfig):
     """Field names and defaults are transformers' ElectraConfig (ELECTRA-small discriminator), encoder fields."""
 
     model_type: ClassVar[str] = "electra"
+    classifier_dropout_field: ClassVar[str] = "classifier_dropout"  # the dropout before a task head
 
     vocab_size: int = 30522
     embedding_size: int = 128
@@ -66,6 +67,7 @@ class BertConfig(HFConfig):
     """Field names and defaults are transformers' BertConfig (BERT-base), encoder fields."""
 
     model_type: ClassVar[str] = "bert"
+    classifier_dropout_field: ClassVar[str] = "classifier_dropout"
 
     vocab_size: int = 30522
     hidden_size: int = 768

@@ -6,11 +6,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from encoderkit.models.albert import AlbertConfig, AlbertForPreTraining
 from encoderkit.objectives.baseline import UnigramBaseline
+
+
+def build_model(config: AlbertConfig, settings: None) -> AlbertForPreTraining:
+    return AlbertForPreTraining(config)
+
+
+def build_objective(vocab_size: int, settings: None, seed: int) -> MlmSopObjective:
+    return MlmSopObjective(vocab_size)
 
 
 class MlmSopObjective:
     """loss = MLM cross-entropy + SOP cross-entropy; MLM accuracy is logged beside its unigram baseline."""
+
+    shown_metrics = (("mlm_acc", "mlm {:.3f}"), ("unigram_acc", "(unigram {:.3f})"), ("sop_acc", "sop {:.3f}"))
 
     def __init__(self, vocab_size: int):
         self.unigram = UnigramBaseline(vocab_size)

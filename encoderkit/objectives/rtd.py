@@ -8,13 +8,46 @@ counts as original). loss = generator + weight x discriminator.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from encoderkit.fields import value_range
+from encoderkit.models.electra import ElectraConfig, ElectraGeneratorDiscriminator
 from encoderkit.objectives.baseline import UnigramBaseline
+
+
+@dataclass
+class RtdSettings:
+    """The `rtd` section of an ELECTRA recipe (Clark et al. 2020, Section 3 and Appendix A)."""
+
+    discriminator_weight: float = field(default=50.0, metadata=value_range(0, lo_open=True))
+    temperature: float = field(default=1.0, metadata=value_range(0, lo_open=True))
+    # The generator has this fraction of the discriminator's hidden size, heads and FFN size.
+    generator_size_multiplier: float = field(default=0.25, metadata=value_range(0, 1, lo_open=True))
+
+
+def generator_config(discriminator: ElectraConfig, multiplier: float) -> ElectraConfig:
+    """The generator: same depth and embeddings, `multiplier` x the hidden size, heads and FFN size."""
+    return dataclasses.replace(
+        discriminator,
+        hidden_size=max(1, round(discriminator.hidden_size * multiplier)),
+        num_attention_heads=max(1, round(discriminator.num_attention_heads * multiplier)),
+        intermediate_size=max(1, round(discriminator.intermediate_size * multiplier)),
+    )
+
+
+def build_model(config: ElectraConfig, settings: RtdSettings) -> ElectraGeneratorDiscriminator:
+    """The generator and the discriminator (`config`), sharing their embeddings."""
+    return ElectraGeneratorDiscriminator(generator_config(config, settings.generator_size_multiplier), config)
+
+
+def build_objective(vocab_size: int, settings: RtdSettings, seed: int) -> ReplacedTokenDetectionObjective:
+    return ReplacedTokenDetectionObjective(vocab_size, settings.discriminator_weight, settings.temperature, seed=seed)
 
 
 def binary_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -66,7 +99,7 @@ class CollapseAlarm:
         if mean_gen > self.max_early_gen_acc and self.calls < 10 * self.after_steps and "gen" not in self.raised:
             alarms.append(
                 f"ELECTRA collapse: generator accuracy {mean_gen:.2f} after {self.calls} batches runs away; "
-                "shrink the generator (model.generator_size_multiplier)."
+                "shrink the generator (rtd.generator_size_multiplier)."
             )
             self.raised.add("gen")
         for message in alarms:
@@ -82,6 +115,9 @@ class CollapseAlarm:
 
 
 class ReplacedTokenDetectionObjective:
+    shown_metrics = (("gen_acc", "gen {:.3f}"), ("unigram_acc", "(unigram {:.3f})"), ("disc_auc", "auc {:.3f}"),
+                     ("disc_recall", "recall {:.3f}"))
+
     def __init__(self, vocab_size: int, discriminator_weight: float = 50.0, temperature: float = 1.0,
                  alarm: CollapseAlarm | None = None, seed: int = 0):
         self.unigram = UnigramBaseline(vocab_size)

@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 
 from encoderkit.errors import UserError
+from encoderkit.fields import value_range
+from encoderkit.train.config import TrainConfig
 
 # The bundled *.yaml, package data beside this module, read through importlib.resources so that an install
 # from a wheel or a zip finds them too: a Traversable (a Path, or a zipfile.Path), not always a Path.
@@ -27,47 +29,19 @@ class RecipeError(UserError):
     """A recipe that cannot be used; the message names the key and says how to fix it."""
 
 
-def _range(lo=None, hi=None, lo_open=False):
-    return {"lo": lo, "hi": hi, "lo_open": lo_open}
-
-
-@dataclass
-class TrainConfig:
-    max_steps: int = field(default=1000, metadata=_range(1))
-    seed: int = 0
-    # Examples per optimizer step, all processes and accumulation steps together.
-    batch_size: int = field(default=32, metadata=_range(1))
-    gradient_accumulation_steps: int = field(default=1, metadata=_range(1))
-    optimizer: Literal["adamw", "lamb"] = "adamw"
-    learning_rate: float = field(default=1e-4, metadata=_range(0, lo_open=True))
-    weight_decay: float = field(default=0.01, metadata=_range(0))
-    adam_beta1: float = field(default=0.9, metadata=_range(0, 1))
-    adam_beta2: float = field(default=0.999, metadata=_range(0, 1))
-    adam_epsilon: float = field(default=1e-6, metadata=_range(0, lo_open=True))
-    warmup_steps: int = field(default=0, metadata=_range(0))
-    schedule: Literal["linear", "constant"] = "linear"
-    max_grad_norm: float = field(default=1.0, metadata=_range(0, lo_open=True))
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    log_every: int = field(default=10, metadata=_range(1))
-    save_every: int = field(default=500, metadata=_range(1))
-    keep_last: int = field(default=2, metadata=_range(1))
-    # A run stops after this many non-finite losses in a row (each is skipped and counted).
-    max_nonfinite_steps: int = field(default=10, metadata=_range(1))
-
-
 @dataclass
 class DataConfig:
     # "default" (the embedded corpus), a hub dataset name, or local txt/jsonl/parquet files and globs.
     source: str | list[str] = "default"
-    max_seq_length: int = field(default=128, metadata=_range(8))
-    short_seq_prob: float = field(default=0.1, metadata=_range(0, 1))
-    masked_lm_prob: float = field(default=0.15, metadata=_range(0, 1, lo_open=True))
-    max_ngram: int = field(default=3, metadata=_range(1, 10))
+    max_seq_length: int = field(default=128, metadata=value_range(8))
+    short_seq_prob: float = field(default=0.1, metadata=value_range(0, 1))
+    masked_lm_prob: float = field(default=0.15, metadata=value_range(0, 1, lo_open=True))
+    max_ngram: int = field(default=3, metadata=value_range(1, 10))
     # ngram: ALBERT's whole-word n-gram spans; electra: single tokens, masked per batch.
     masking: Literal["ngram", "electra"] = "ngram"
     # Of the tokens chosen for prediction: this share becomes [MASK], this share a random token, the rest stay.
-    mask_token_prob: float = field(default=0.8, metadata=_range(0, 1))
-    random_token_prob: float = field(default=0.1, metadata=_range(0, 1))
+    mask_token_prob: float = field(default=0.8, metadata=value_range(0, 1))
+    random_token_prob: float = field(default=0.1, metadata=value_range(0, 1))
     # Swap the two segments half the time for sentence-order prediction (ALBERT); ELECTRA keeps order.
     sentence_order: bool = True
 
@@ -76,9 +50,9 @@ class DataConfig:
 class TokenizerConfig:
     # An existing spiece.model (or a directory holding one); empty: train one before pretraining.
     path: str | None = None
-    vocab_size: int = field(default=8000, metadata=_range(16))
+    vocab_size: int = field(default=8000, metadata=value_range(16))
     model_type: Literal["unigram", "bpe"] = "unigram"
-    sample_documents: int = field(default=20000, metadata=_range(10))
+    sample_documents: int = field(default=20000, metadata=value_range(10))
 
 
 @dataclass
@@ -87,46 +61,30 @@ class OutputConfig:
 
 
 @dataclass
-class RtdConfig:
-    """ELECTRA's replaced-token detection (Clark et al. 2020, Section 3 and Appendix A)."""
-
-    discriminator_weight: float = field(default=50.0, metadata=_range(0, lo_open=True))
-    temperature: float = field(default=1.0, metadata=_range(0, lo_open=True))
-    # The generator has this fraction of the discriminator's hidden size, heads and FFN size.
-    generator_size_multiplier: float = field(default=0.25, metadata=_range(0, 1, lo_open=True))
-
-
-@dataclass
 class ModelRecipe:
-    family: Literal["albert", "electra"]
+    family: str  # a model_type of models/hf_format.FAMILIES; the objective says which
     # The family's own config (field names as in transformers), validated by its dataclass.
     config: Any
+    # model.vocab_size as the recipe file states it (a recorded recipe does), else None: the run sets the
+    # config's from the tokenizer and refuses a file that states another.
+    stated_vocab_size: int | None = None
 
 
 @dataclass
 class PretrainRecipe:
     name: str
-    objective: Literal["mlm_sop", "rtd"]
+    objective: str  # a key of objectives.PRETRAINING
     model: ModelRecipe
     data: DataConfig
     tokenizer: TokenizerConfig
     train: TrainConfig
     output: OutputConfig
-    rtd: RtdConfig = field(default_factory=RtdConfig)
+    # The objective's own section (the recipe key is the objective's name, e.g. `rtd:`), or None.
+    settings: Any = None
 
 
-# Which model family each objective trains.
-OBJECTIVE_FAMILY = {"mlm_sop": "albert", "rtd": "electra"}
-
-
-def model_config_class(family: str):
-    if family == "electra":
-        from encoderkit.models.electra import ElectraConfig
-
-        return ElectraConfig
-    from encoderkit.models.albert import AlbertConfig
-
-    return AlbertConfig
+# Keys of a pretraining recipe that the run computes; an override of one is refused.
+COMPUTED_MODEL_KEYS = {"model.vocab_size": "it follows the tokenizer; set tokenizer.vocab_size (or tokenizer.path)"}
 
 
 # ---- reading, overriding, validating ---------------------------------------------------------
@@ -214,26 +172,40 @@ def read_recipe(name_or_path: str, overrides: list[str] = ()) -> dict:
 
 
 def load_recipe(name_or_path: str, overrides: list[str] = ()) -> PretrainRecipe:
+    for item in overrides:
+        key = item.partition("=")[0]
+        if key in COMPUTED_MODEL_KEYS:
+            raise RecipeError(f"{key}: not a setting: {COMPUTED_MODEL_KEYS[key]}")
     return validate(read_recipe(name_or_path, overrides))
 
 
 def validate(raw: dict) -> PretrainRecipe:
+    from encoderkit.models.hf_format import FAMILIES
+    from encoderkit.objectives import PRETRAINING
+
+    objective = raw.get("objective")
+    if objective not in PRETRAINING:
+        raise RecipeError(f"objective: {objective!r} is not one of: {', '.join(PRETRAINING)}")
+    spec = PRETRAINING[objective]
     model_raw = raw.get("model")
     if not isinstance(model_raw, dict):
-        raise RecipeError("model: missing section (it needs at least 'family', e.g. family: albert)")
+        raise RecipeError(f"model: missing section (it needs at least 'family', e.g. family: {spec.family})")
     model_raw = dict(model_raw)
     family = model_raw.pop("family", None)
-    if family not in ("albert", "electra"):
-        raise RecipeError(f"model.family: '{family}' is not one of: albert, electra")
+    if family not in FAMILIES:
+        raise RecipeError(f"model.family: {family!r} is not one of: {', '.join(FAMILIES)}")
+    if family != spec.family:
+        raise RecipeError(f"objective: '{objective}' trains the {spec.family} family, but model.family is '{family}'")
     recipe_raw = dict(raw)
+    if "settings" in recipe_raw:
+        raise RecipeError("settings: unknown key; an objective's settings go under its name (e.g. rtd:)")
+    settings_raw = recipe_raw.pop(objective, None) if spec.settings else None
     recipe_raw["model"] = {"family": family, "config": model_raw}
     recipe = _build(PretrainRecipe, recipe_raw, "")
-    recipe.model.config = _build(model_config_class(family), model_raw, "model.")
-    if OBJECTIVE_FAMILY[recipe.objective] != family:
-        raise RecipeError(
-            f"objective: '{recipe.objective}' trains the {OBJECTIVE_FAMILY[recipe.objective]} family, "
-            f"but model.family is '{family}'"
-        )
+    recipe.model.config = _build(FAMILIES[family][0], model_raw, "model.")
+    recipe.model.stated_vocab_size = model_raw.get("vocab_size")
+    if spec.settings:
+        recipe.settings = _build(spec.settings, settings_raw, f"{objective}.")
     _check_consistency(recipe)
     return recipe
 
@@ -292,7 +264,7 @@ def _build(cls, raw: Any, prefix: str):
                 raise RecipeError(f"{key}: missing (required)")
             continue
         values[name] = _coerce(hints[name], raw[name], key)
-        _check_range(f, values[name], key)
+        _checkvalue_range(f, values[name], key)
     return cls(**values)
 
 
@@ -353,7 +325,7 @@ def _coerce(tp, value, key):
     raise RecipeError(f"{key}: unsupported type {tp}")
 
 
-def _check_range(f, value, key):
+def _checkvalue_range(f, value, key):
     lo, hi, lo_open = f.metadata.get("lo"), f.metadata.get("hi"), f.metadata.get("lo_open")
     if value is None or (lo is None and hi is None):
         return
@@ -368,11 +340,13 @@ def to_dict(recipe) -> dict:
     if isinstance(recipe, (FinetuneRecipe, QuantizeRecipe)):
         return finetune_to_dict(recipe)
     out = dataclasses.asdict(recipe)
-    model = out.pop("model")
+    model, settings = out.pop("model"), out.pop("settings")
     out["model"] = {"family": model["family"], **model["config"]}
-    order = ["name", "objective", "model", "data", "tokenizer", "train", "output"]
-    if recipe.objective == "rtd":
-        order.insert(2, "rtd")
+    if model["stated_vocab_size"] is None:  # not known before the tokenizer is: see commands/pretrain.py
+        del out["model"]["vocab_size"]
+    if settings is not None:
+        out[recipe.objective] = settings
+    order = ["name", "objective", recipe.objective, "model", "data", "tokenizer", "train", "output"]
     return {k: out[k] for k in order if k in out}
 
 
@@ -398,19 +372,19 @@ def recipe_kind(raw: dict) -> str:
 class FinetuneConfig:
     """GLUE fine-tuning. The bundled recipes set ELECTRA's protocol (Clark et al. 2020, Appendix, Table 7)."""
 
-    max_seq_length: int = field(default=128, metadata=_range(3))
+    max_seq_length: int = field(default=128, metadata=value_range(3))
     # Passes over the training set, unless task_epochs names the task (e.g. {rte: 10, stsb: 10}).
-    epochs: int = field(default=3, metadata=_range(1))
+    epochs: int = field(default=3, metadata=value_range(1))
     task_epochs: dict[str, int] = field(default_factory=dict)
     # A layer's learning rate is train.learning_rate * decay^depth, depth counted down from the task head
     # (depth 0); 1.0 turns the decay off.
-    layerwise_lr_decay: float = field(default=1.0, metadata=_range(0, 1, lo_open=True))
-    warmup_fraction: float = field(default=0.1, metadata=_range(0, 1))
+    layerwise_lr_decay: float = field(default=1.0, metadata=value_range(0, 1, lo_open=True))
+    warmup_fraction: float = field(default=0.1, metadata=value_range(0, 1))
     # Tasks whose training pairs are also used with the two texts swapped (only tasks where order does not matter).
     swap_pairs: list[str] = field(default_factory=list)
     # Dropout before the classifier; null keeps the checkpoint's config.
-    classifier_dropout: float | None = field(default=None, metadata=_range(0, 1))
-    eval_batch_size: int = field(default=128, metadata=_range(1))
+    classifier_dropout: float | None = field(default=None, metadata=value_range(0, 1))
+    eval_batch_size: int = field(default=128, metadata=value_range(1))
     # The model of encoderkit.data.glue.PUBLISHED_DEV_SCORES that the final table compares with.
     published: str | None = None
 
@@ -504,22 +478,22 @@ class QuantizeConfig:
     """I-BERT quantization-aware fine-tuning (Kim et al. 2021) of a fine-tuned GLUE classifier. The bundled
     recipe sets the authors' settings (github.com/kssteven418/I-BERT, branch ibert: README and run.py)."""
 
-    max_seq_length: int = field(default=128, metadata=_range(3))
+    max_seq_length: int = field(default=128, metadata=value_range(3))
     # Passes over the training set, unless task_epochs names the task.
-    epochs: int = field(default=12, metadata=_range(1))
+    epochs: int = field(default=12, metadata=value_range(1))
     task_epochs: dict[str, int] = field(default_factory=dict)
     # Examples per optimizer step for the tasks named here; the others use train.batch_size.
     task_batch_size: dict[str, int] = field(default_factory=dict)
-    warmup_fraction: float = field(default=0.0, metadata=_range(0, 1))
+    warmup_fraction: float = field(default=0.0, metadata=value_range(0, 1))
     # Training batches run through the model (no gradients, no dropout) to set every activation range
     # before quantization-aware training starts.
-    calibration_batches: int = field(default=20, metadata=_range(1))
+    calibration_batches: int = field(default=20, metadata=value_range(1))
     # Momentum of the moving average that tracks each activation's range while the model trains.
-    act_range_momentum: float = field(default=0.95, metadata=_range(0, 1))
+    act_range_momentum: float = field(default=0.95, metadata=value_range(0, 1))
     # Learning rate of the tensors the float checkpoint lacks: ELECTRA's classifier (gelu) does not map onto
     # I-BERT's (tanh), so that head starts fresh and needs a fine-tuning rate, not the QAT rate.
-    new_head_learning_rate: float = field(default=1e-4, metadata=_range(0, lo_open=True))
-    eval_batch_size: int = field(default=128, metadata=_range(1))
+    new_head_learning_rate: float = field(default=1e-4, metadata=value_range(0, lo_open=True))
+    eval_batch_size: int = field(default=128, metadata=value_range(1))
 
 
 @dataclass

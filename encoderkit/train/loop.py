@@ -8,10 +8,7 @@ metrics.jsonl.
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -22,14 +19,13 @@ import torch
 from accelerate import Accelerator
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-from safetensors.torch import load_model, save_model
 from torch import nn
 
-from encoderkit.recipes import TrainConfig
-from encoderkit.train.optim import build_optimizer, decay_groups, warmup_then_decay
+from encoderkit.train.config import TrainConfig
+from encoderkit.train.optim import build_optimizer, parameter_groups, warmup_then_decay
+from encoderkit.train.run_dir import METRICS_FILE, append_metrics, latest_checkpoint, load_checkpoint, save_checkpoint
 
 Objective = Callable[[nn.Module, dict], tuple[torch.Tensor, dict]]
-CHECKPOINTS = "checkpoints"
 
 
 class TrainingDiverged(RuntimeError):
@@ -71,7 +67,7 @@ def train(
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
-    groups = param_groups if param_groups is not None else decay_groups(model, cfg.weight_decay)
+    groups = param_groups if param_groups is not None else parameter_groups(model, cfg.weight_decay)
     optimizer = build_optimizer(groups, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_decay(cfg))
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -87,11 +83,12 @@ def train(
 
     step, nonfinite_total, nonfinite_run = 0, 0, 0
     if resume:
-        state = _load_checkpoint(latest_checkpoint(run_dir), raw_model, optimizer, scheduler, batches, objective)
+        state = load_checkpoint(latest_checkpoint(run_dir), raw_model, optimizer, scheduler, batches, objective)
         step, nonfinite_total = state["step"], state["nonfinite_steps"]
         console.log(f"resumed from step {step}")
 
-    metrics_file = run_dir / "metrics.jsonl"
+    metrics_file = run_dir / METRICS_FILE
+    shown = shown_metrics(objective)
     window: dict[str, list[float]] = {}
     last_metrics: dict = {}
     window_tokens, window_start = 0, time.perf_counter()
@@ -142,17 +139,18 @@ def train(
                 )
                 window, window_tokens, window_start = {}, 0, time.perf_counter()
                 if accelerator.is_main_process:
-                    _append_jsonl(metrics_file, last_metrics)
-                    progress.update(task, status=_status(last_metrics))
+                    append_metrics(metrics_file, last_metrics)
+                    progress.update(task, status=_status(last_metrics, shown))
                     if not console.is_terminal:
-                        console.log(_status(last_metrics))
+                        console.log(_status(last_metrics, shown))
             if evaluate is not None and eval_every and step % eval_every == 0 and step < cfg.max_steps:
                 _run_evaluation(evaluate, model, raw_model, step, metrics_file, accelerator, console)
             if step % cfg.save_every == 0 or step == cfg.max_steps:
-                save_checkpoint(
-                    run_dir, step, raw_model, optimizer, scheduler, batches, objective, nonfinite_total,
-                    cfg.keep_last, accelerator,
-                )
+                accelerator.wait_for_everyone()
+                if accelerator.is_main_process:
+                    save_checkpoint(run_dir, step, raw_model, optimizer, scheduler, batches, objective,
+                                    nonfinite_total, cfg.keep_last)
+                accelerator.wait_for_everyone()
             progress.update(task, completed=step)
 
     if evaluate is not None:
@@ -166,7 +164,7 @@ def _run_evaluation(evaluate, model, raw_model, step, metrics_file, accelerator,
         results = evaluate(raw_model, step)
     model.train()
     if accelerator.is_main_process:
-        _append_jsonl(metrics_file, {"step": step, **{f"eval_{k}": v for k, v in results.items()}})
+        append_metrics(metrics_file, {"step": step, **{f"eval_{k}": v for k, v in results.items()}})
         console.log(f"step {step} eval: " + ", ".join(f"{k}={v:.4f}" for k, v in results.items()))
     return {f"eval_{k}": v for k, v in results.items()}
 
@@ -194,21 +192,14 @@ def _all_processes(accelerator: Accelerator, flag: bool) -> bool:
 
 # ---- progress and metrics ---------------------------------------------------------------------
 
-_SHOWN = [
-    ("loss", "loss {:.3f}"),
-    ("mlm_acc", "mlm {:.3f}"),
-    ("gen_acc", "gen {:.3f}"),
-    ("unigram_acc", "(unigram {:.3f})"),
-    ("sop_acc", "sop {:.3f}"),
-    ("disc_auc", "auc {:.3f}"),
-    ("disc_recall", "recall {:.3f}"),
-    ("accuracy", "acc {:.3f}"),
-    ("tokens_per_s", "{:,.0f} tok/s"),
-]
+def shown_metrics(objective) -> list[tuple[str, str]]:
+    """(metric, format) pairs the progress line shows: the loss, what the objective declares
+    (its `shown_metrics`), the throughput."""
+    return [("loss", "loss {:.3f}"), *getattr(objective, "shown_metrics", ()), ("tokens_per_s", "{:,.0f} tok/s")]
 
 
-def _status(metrics: dict) -> str:
-    return "  ".join(fmt.format(metrics[k]) for k, fmt in _SHOWN if k in metrics)
+def _status(metrics: dict, shown: list[tuple[str, str]]) -> str:
+    return "  ".join(fmt.format(metrics[k]) for k, fmt in shown if k in metrics)
 
 
 def _progress(console: Console, enabled: bool) -> Progress:
@@ -220,98 +211,3 @@ def _progress(console: Console, enabled: bool) -> Progress:
         console=console,
         disable=not (enabled and console.is_terminal),
     )
-
-
-def _append_jsonl(path: Path, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-# ---- checkpoints ------------------------------------------------------------------------------
-
-
-def latest_checkpoint(run_dir: Path, missing_ok: bool = False) -> Path | None:
-    found = sorted((Path(run_dir) / CHECKPOINTS).glob("step-*"))
-    if not found:
-        if missing_ok:
-            return None
-        raise FileNotFoundError(f"no checkpoint to resume from in {Path(run_dir) / CHECKPOINTS}")
-    return found[-1]
-
-
-def save_checkpoint(run_dir, step, model, optimizer, scheduler, batches, objective, nonfinite_steps,
-                    keep_last, accelerator) -> None:
-    """Write checkpoints/step-N atomically (a temp dir, then rename) and keep the last K."""
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        root = Path(run_dir) / CHECKPOINTS
-        final = root / f"step-{step:08d}"
-        tmp = root / f".tmp-step-{step:08d}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_model(model, str(tmp / "model.safetensors"))
-        # Optimizer state is tensors and numbers only; it is read back with weights_only=True.
-        torch.save(
-            {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()},
-            tmp / "optimizer.pt",
-        )
-        state = {
-            "step": step,
-            "nonfinite_steps": nonfinite_steps,
-            "scheduler": scheduler.state_dict(),
-            "python_rng": _jsonable(random.getstate()),
-            "batches": batches.state_dict() if hasattr(batches, "state_dict") else None,
-            "objective": objective.state_dict() if hasattr(objective, "state_dict") else None,
-        }
-        (tmp / "trainer_state.json").write_text(json.dumps(state))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in sorted(root.glob("step-*"))[:-keep_last]:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-
-
-def _load_checkpoint(path: Path, model, optimizer, scheduler, batches, objective) -> dict:
-    load_model(model, str(path / "model.safetensors"))
-    saved = torch.load(path / "optimizer.pt", weights_only=True)
-    optimizer.load_state_dict(saved["optimizer"])
-    torch.set_rng_state(saved["torch_rng"])
-    state = json.loads((path / "trainer_state.json").read_text())
-    scheduler.load_state_dict(state["scheduler"])
-    random.setstate(_from_jsonable(state["python_rng"]))
-    if state["batches"] is not None and hasattr(batches, "load_state_dict"):
-        batches.load_state_dict(state["batches"])
-    if state["objective"] is not None and hasattr(objective, "load_state_dict"):
-        objective.load_state_dict(state["objective"])
-    return state
-
-
-def _jsonable(rng_state):
-    version, internal, gauss = rng_state
-    return [version, list(internal), gauss]
-
-
-def _from_jsonable(data):
-    version, internal, gauss = data
-    return (version, tuple(internal), gauss)
-
-
-# ---- run record -------------------------------------------------------------------------------
-
-RECORDED_PACKAGES = ["encoderkit", "torch", "accelerate", "datasets", "sentencepiece", "safetensors", "transformers"]
-
-
-def write_run_record(run_dir: Path, recipe_yaml: str) -> None:
-    """Save the resolved recipe and the package versions beside the run's checkpoints."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "recipe.yaml").write_text(recipe_yaml)
-    versions = {"python": ".".join(map(str, __import__("sys").version_info[:3]))}
-    for name in RECORDED_PACKAGES:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    (run_dir / "versions.json").write_text(json.dumps(versions, indent=2) + "\n")

@@ -2,25 +2,70 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
-from encoderkit.recipes import TrainConfig
+from encoderkit.train.config import TrainConfig
 
 # As in BERT/ALBERT/ELECTRA: no weight decay on biases and LayerNorm weights.
 NO_DECAY_SUFFIXES = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
 
-def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Parameter groups with and without weight decay (tied parameters appear once)."""
-    decay, no_decay = [], []
+def parameter_groups(model: nn.Module, weight_decay: float,
+                     learning_rate: Callable[[str], float] | None = None) -> list[dict]:
+    """The optimizer's parameter groups: biases and LayerNorm weights without weight decay, the rest with it;
+    with `learning_rate(name)`, also one group per distinct rate (layer-wise decay, fresh heads).
+
+    Without `learning_rate` the groups carry no "lr" and take the optimizer's. Tied and shared parameters
+    appear once. Groups are ordered by (rate, no decay), so every run builds them alike.
+    """
+    groups: dict[tuple[float, bool], dict] = {}
     for name, param in model.named_parameters():
-        if param.requires_grad:
-            (no_decay if name.endswith(NO_DECAY_SUFFIXES) else decay).append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+        if not param.requires_grad:
+            continue
+        lr, no_decay = learning_rate(name) if learning_rate else 0.0, name.endswith(NO_DECAY_SUFFIXES)
+        group = groups.setdefault((lr, no_decay), {"params": [], "weight_decay": 0.0 if no_decay else weight_decay})
+        if learning_rate:
+            group["lr"] = lr
+        group["params"].append(param)
+    return [groups[key] for key in sorted(groups)]
+
+
+LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|layer_groups)\.(\d+)\.")
+
+
+def layer_depth(name: str, num_layers: int) -> int:
+    """How many layers below the task head a parameter sits: ELECTRA's layer-wise lr decay exponent.
+
+    As google-research/electra model/optimization.py `_get_layer_lrs`: the head 0, the pooler 1, the
+    top layer 2, one more per layer down, the embeddings (with the E->H projection) num_layers + 2.
+    ELECTRA keeps the pooler's step though it dropped the pooler (electra issue #51: left so that the
+    published results reproduce), so its top layer has depth 2 with or without a pooler.
+    """
+    parts = name.split(".")
+    if "embeddings" in parts or "embedding_projection" in parts:
+        return num_layers + 2
+    layer = LAYER_INDEX.search(name)
+    if layer:
+        return num_layers + 1 - int(layer.group(1))
+    if "pooler" in parts:
+        return 1
+    return 0
+
+
+def layerwise_learning_rate(model: nn.Module, learning_rate: float, decay: float) -> Callable[[str], float]:
+    """name -> learning_rate * decay^depth (see layer_depth), for parameter_groups.
+
+    ALBERT's layers share one set of weights per layer group, so a group counts as one layer: with
+    ALBERT-base's single group the embeddings get decay^3, the shared layer decay^2, the pooler decay^1
+    and the head the full rate.
+    """
+    indices = [int(match.group(1)) for name, _ in model.named_parameters() if (match := LAYER_INDEX.search(name))]
+    num_layers = max(indices) + 1 if indices else 0
+    return lambda name: learning_rate * decay ** layer_depth(name, num_layers)
 
 
 class Lamb(torch.optim.Optimizer):

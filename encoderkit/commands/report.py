@@ -1,0 +1,76 @@
+"""Tables and summaries that commands print and record: seeds' statistics, GLUE dev scores beside the
+published ones, FP32 against quantized scores."""
+
+from __future__ import annotations
+
+import statistics
+
+from rich.table import Table
+
+from encoderkit.data.glue import PUBLISHED_DEV_SCORES, TASKS, GlueTask
+
+
+def seed_statistics(task: GlueTask, seed_results: list[dict]) -> dict:
+    """Median, min and max over the seeds of every dev split's every metric."""
+    stats = {"median": {}, "min": {}, "max": {}}
+    for split in task.dev_splits:
+        for metric in seed_results[0]["scores"][split]:
+            values = [result["scores"][split][metric] for result in seed_results]
+            for name, reduce in (("median", statistics.median), ("min", min), ("max", max)):
+                stats[name].setdefault(split, {})[metric] = reduce(values)
+    return stats
+
+
+def compare_with_published(task_results: dict, published_model: str | None) -> tuple[list[dict], dict]:
+    """One row per task and dev split: our median score x100 (the metric the published table uses, else
+    the task's primary metric) beside the published value; and the average over the rows without WNLI
+    and MNLI-mismatched (as BERT and ELECTRA average GLUE dev scores)."""
+    published = {(s.task, s.split): s for s in PUBLISHED_DEV_SCORES if s.model == published_model}
+    rows = []
+    for name, result in task_results.items():
+        task = TASKS[name]
+        for split in task.dev_splits:
+            reference = published.get((name, split))
+            metric = reference.metric if reference else task.primary_metric
+            rows.append({
+                "task": name, "split": split, "metric": metric,
+                "ours": 100 * result["median"][split][metric],
+                "min": 100 * result["min"][split][metric],
+                "max": 100 * result["max"][split][metric],
+                "published": reference.value if reference else None,
+            })
+    averaged = [row for row in rows if row["task"] != "wnli" and row["split"] == TASKS[row["task"]].dev_splits[0]]
+    published_values = [row["published"] for row in averaged]
+    published_average = statistics.mean(published_values) if averaged and None not in published_values else None
+    if published_average is None and {row["task"] for row in averaged} >= set(TASKS) - {"wnli"}:
+        # a source that publishes only the GLUE score (ELECTRA paper, Table 1)
+        published_average = published[("average", "dev")].value if ("average", "dev") in published else None
+    average = {
+        "tasks": [row["task"] for row in averaged],
+        "ours": statistics.mean(row["ours"] for row in averaged) if averaged else None,
+        "published": published_average,
+    }
+    return rows, average
+
+
+def comparison_table(rows: list[dict], average: dict, published_model: str | None, show_range: bool) -> Table:
+    sources = sorted({s.source for s in PUBLISHED_DEV_SCORES if s.model == published_model})
+    table = Table(title=f"GLUE dev, x100{f'; published: {published_model}' if published_model else ''}",
+                  caption="; ".join(sources) or None)
+    for column in ("task", "split", "metric"):
+        table.add_column(column)
+    for column in ("ours", *(["seeds min-max"] if show_range else []), "published"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        spread = [f"{row['min']:.1f}-{row['max']:.1f}"] if show_range else []
+        table.add_row(row["task"], row["split"], row["metric"], f"{row['ours']:.1f}", *spread,
+                      _points(row["published"]))
+    if average["ours"] is not None:
+        table.add_section()
+        table.add_row("average", "", "no WNLI, MNLI-mm", f"{average['ours']:.1f}", *([""] if show_range else []),
+                      _points(average["published"]))
+    return table
+
+
+def _points(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"

@@ -1,0 +1,92 @@
+"""Evaluation during and after training: predictions over a dataset, dev scores, and the best checkpoint.
+
+`BestCheckpoint` is the loop's `evaluate` callback for fine-tuning and quantization-aware training: it scores
+the dev splits after each epoch and keeps the best checkpoint so far in one directory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from encoderkit.data.classification import EncodedExamples, iter_batches
+from encoderkit.data.glue import GlueTask, compute_metrics
+from encoderkit.files import replace_dir, write_json
+from encoderkit.objectives.classification import ClassificationObjective
+from encoderkit.train.run_dir import read_metrics
+
+
+@torch.inference_mode()
+def predict(model, examples: EncodedExamples, batch_size: int, objective: ClassificationObjective) -> torch.Tensor:
+    """Class indices (regression: scores) for every example, in order."""
+    # The integer-only model holds buffers only, no parameters.
+    device = next(itertools.chain(model.parameters(), model.buffers())).device
+    outputs = []
+    for batch in iter_batches(examples, batch_size, shuffle=False):
+        logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                       batch["token_type_ids"].to(device))
+        outputs.append(objective.predict(logits.float()).cpu())
+    return torch.cat(outputs)
+
+
+def score_dev_splits(model, task: GlueTask, dev: dict[str, EncodedExamples], batch_size: int) -> dict[str, dict]:
+    """{split: {metric: value}} of `model` on each dev split of a GLUE task."""
+    objective = ClassificationObjective(task.num_labels)
+    return {split: compute_metrics(task.name, predict(model, examples, batch_size, objective), examples.labels)
+            for split, examples in dev.items()}
+
+
+def primary_score(task: GlueTask, scores: dict[str, dict]) -> float:
+    """What picks the best checkpoint: the task's primary metric on its first dev split."""
+    return scores[task.dev_splits[0]][task.primary_metric]
+
+
+class BestCheckpoint:
+    """The evaluate callback: scores the dev splits after each epoch and keeps the best checkpoint so far
+    (over the epochs of every seed of the task) in `directory`, with its tokenizer and eval.json.
+
+    `save_model(model, directory)` writes the model (default: hf_format.save_pretrained); `writes=False`
+    (processes other than the main one) scores without writing.
+    """
+
+    def __init__(self, task: GlueTask, dev: dict[str, EncodedExamples], batch_size: int, directory: Path,
+                 tokenizer, seed: int, steps_per_epoch: int, writes: bool, save_model: Callable | None = None):
+        from encoderkit.models.hf_format import save_pretrained
+
+        self.task, self.dev, self.batch_size, self.directory = task, dev, batch_size, directory
+        self.tokenizer, self.seed, self.steps_per_epoch, self.writes = tokenizer, seed, steps_per_epoch, writes
+        self.save_model = save_model or save_pretrained
+        eval_file = directory / "eval.json"
+        self.best = primary_score(task, json.loads(eval_file.read_text())["scores"]) if eval_file.is_file() else None
+
+    def __call__(self, model, step: int) -> dict:
+        scores = score_dev_splits(model, self.task, self.dev, self.batch_size)
+        score = primary_score(self.task, scores)
+        if self.best is None or score > self.best:
+            self.best = score
+            if self.writes:
+                record = {"seed": self.seed, "epoch": step // self.steps_per_epoch, "step": step, "scores": scores}
+
+                def fill(new: Path) -> None:
+                    self.save_model(model, new)
+                    self.tokenizer.save(new)
+                    write_json(new / "eval.json", record)
+
+                replace_dir(self.directory, fill)
+        return {f"{split}_{metric}": value for split, values in scores.items() for metric, value in values.items()}
+
+
+def best_evaluation(run_dir: Path, task: GlueTask, steps_per_epoch: int) -> dict:
+    """The run's epoch with the best primary score, read back from the eval records of its metrics.jsonl."""
+    evaluations = {}
+    for record in read_metrics(run_dir):
+        scores = {split: {key.removeprefix(f"eval_{split}_"): value for key, value in record.items()
+                          if key.startswith(f"eval_{split}_")} for split in task.dev_splits}
+        if all(scores.values()):
+            evaluations[record["step"]] = scores
+    step = max(evaluations, key=lambda s: primary_score(task, evaluations[s]))
+    return {"epoch": step // steps_per_epoch, "step": step, "scores": evaluations[step]}
