@@ -16,9 +16,10 @@ MASK = "[MASK]"
 
 
 def load_masked_lm(model_dir: Path):
-    from encoderkit.models.load import load_model, load_tokenizer
+    from encoderkit.data.tokenizer import Tokenizer
+    from encoderkit.models.load import load_model
 
-    return load_model(model_dir, "masked_lm").eval(), load_tokenizer(model_dir)
+    return load_model(model_dir, "masked_lm").eval(), Tokenizer.load(model_dir)
 
 
 def fill_masks(model, tokenizer, text: str, top_k: int) -> list[list[dict]]:

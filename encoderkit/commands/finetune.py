@@ -25,9 +25,10 @@ from rich.console import Console
 from encoderkit.commands.report import compare_with_published, comparison_table, seed_statistics
 from encoderkit.data.classification import EpochBatches, add_swapped_pairs, encode_examples
 from encoderkit.data.glue import TASKS, GlueTask, get_task, load_task, write_predictions
+from encoderkit.data.tokenizer import Tokenizer
 from encoderkit.errors import UserError
 from encoderkit.files import write_json
-from encoderkit.models.load import load_model, load_tokenizer, max_tokens, read_model_config
+from encoderkit.models.load import load_model, max_tokens, read_model_config
 from encoderkit.objectives.classification import ClassificationObjective
 from encoderkit.recipes import FinetuneRecipe, RecipeError, dump_yaml
 from encoderkit.train.evaluate import BestCheckpoint, best_evaluation, predict
@@ -148,7 +149,7 @@ def finetune_glue(recipe: FinetuneRecipe, task: str, model_dir: Path, data_dir: 
     is_main = processes.is_main_process
     tasks = list(TASKS.values()) if task == ALL_TASKS else [get_task(task)]
     read_model_config(model_dir)
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = Tokenizer.load(model_dir)
     out = Path(recipe.output.dir)
     results_file = out / RESULTS_FILE
     if not resume and out.is_dir() and any(out.iterdir()):

@@ -31,9 +31,10 @@ def _render(text: str, result: dict) -> str:
 
 
 def run(model_dir: Path, lines: Iterable[str], fmt: str, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    from encoderkit.models.load import load_model, load_tokenizer
+    from encoderkit.data.tokenizer import Tokenizer
+    from encoderkit.models.load import load_model
 
     model = load_model(model_dir, "discriminator").eval()
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = Tokenizer.load(model_dir)
     return answer_lines(lines, lambda text: {"tokens": replaced_scores(model, tokenizer, text)}, _render,
                         fmt, out, err)

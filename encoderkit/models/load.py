@@ -115,16 +115,6 @@ def _load_integer(directory: Path, head: str) -> nn.Module:
     return model
 
 
-def load_tokenizer(directory: str | os.PathLike):
-    """The tokenizer saved beside the model (spiece.model, tokenizer.json or vocab.txt)."""
-    from encoderkit.data.tokenizer import Tokenizer, TokenizerError
-
-    try:
-        return Tokenizer.load(directory)
-    except TokenizerError as err:
-        raise ModelDirError(str(err)) from None
-
-
 def max_tokens(model: nn.Module) -> int:
     """How many tokens a sequence may hold: the position table's size, less RoBERTa's (I-BERT's) offset of
     pad_token_id + 1 where positions count from there."""
