@@ -23,13 +23,13 @@ import time
 import torch
 
 from benchmarks import quantized
-from encoderkit.models.quant import runtime
+from encoderkit.models.ibert.export import export_integer_model
 from encoderkit.runtime import tune_allocator
 
 
 def build_models() -> dict[str, torch.nn.Module]:
     fp32, qat = quantized.fp32_model(), quantized.calibrated_qat_model()
-    models = {"fp32": fp32, "integer": runtime.export_integer_model(qat),
+    models = {"fp32": fp32, "integer": export_integer_model(qat),
               "dynamic int8": quantized.dynamic_int8_model(fp32)}
     try:
         models["transformers IBert quant_mode"] = quantized.ibert_reference_model(qat)

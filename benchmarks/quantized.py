@@ -3,7 +3,7 @@ quant_mode (integers simulated in float) and against torch's dynamic int8 quanti
 
 The models, here and in benchmarks/bench_quant.py (the quantization work's own latency script): RoBERTa-base
 sizes, random weights from one seed, activation ranges calibrated on two random batches, then
-`encoderkit.models.quant.runtime.export_integer_model`; transformers' IBert gets the same weights and ranges.
+`encoderkit.models.ibert.export.export_integer_model`; transformers' IBert gets the same weights and ranges.
 In `make bench` each side builds only its own model, in its own process.
 """
 
@@ -26,11 +26,11 @@ def full_length_batch(batch_size: int, seq_len: int, seed: int = 3) -> dict[str,
 
 
 def calibrated_qat_model():
-    from encoderkit.models import ibert
+    from encoderkit.models.ibert.model import IBertConfig, IBertForSequenceClassification, calibrate
 
     torch.manual_seed(0)
-    model = ibert.IBertForSequenceClassification(ibert.IBertConfig(**BASE, num_labels=2, quant_mode=True))
-    ibert.calibrate(model, [full_length_batch(2, 128, seed) for seed in CALIBRATION_SEEDS])
+    model = IBertForSequenceClassification(IBertConfig(**BASE, num_labels=2, quant_mode=True))
+    calibrate(model, [full_length_batch(2, 128, seed) for seed in CALIBRATION_SEEDS])
     return model
 
 
@@ -63,7 +63,7 @@ def _timed(model, batch_size: int, seq_len: int):
 
 
 def integer_model(batch_size: int, seq_len: int):
-    from encoderkit.models.quant.runtime import export_integer_model
+    from encoderkit.models.ibert.export import export_integer_model
 
     return _timed(export_integer_model(calibrated_qat_model()), batch_size, seq_len)
 

@@ -8,7 +8,9 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from encoderkit.models import ibert
+from encoderkit.models import hf_format
+from encoderkit.models.ibert import convert
+from encoderkit.models.ibert import model as ibert
 
 transformers = pytest.importorskip("transformers")
 
@@ -22,7 +24,7 @@ def randomize(model, seed=0):
     """Random values everywhere (LayerNorms and biases too), so a swapped name cannot go unnoticed.
 
     Matrices get std 0.2: the attention scores' scale is then well above the ~4e-5 where transformers'
-    IntSoftmax overflows float32 (see quant/modules.py).
+    IntSoftmax overflows float32 (see ibert/quant.py).
     """
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -86,7 +88,7 @@ def test_transformers_checkpoint_loads_with_same_outputs(tmp_path, head, force_d
     theirs = randomize(getattr(transformers, HF_HEADS[head])(hf_config))
     calibrate_transformers(theirs, calibration_batches())
     theirs.save_pretrained(tmp_path)
-    ours = ibert.from_pretrained(tmp_path, head)
+    ours = hf_format.load_pretrained(tmp_path, head)
     assert ours.config.quant_mode == quant_mode and ours.config.force_dequant == force_dequant
     if quant_mode and force_dequant == "none":
         attention = getattr(ours, "ibert", ours).encoder.layer[0].attention.self
@@ -100,7 +102,7 @@ def test_ours_loads_in_transformers_with_same_logits(tmp_path):
     config = ibert.IBertConfig(**TINY, quant_mode=True, num_labels=3)
     ours = randomize(ibert.IBertForSequenceClassification(config))
     ibert.calibrate(ours, calibration_batches())
-    ibert.save_pretrained(ours, tmp_path)
+    hf_format.save_pretrained(ours, tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["architectures"] == ["IBertForSequenceClassification"]
     theirs, info = transformers.IBertForSequenceClassification.from_pretrained(tmp_path, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
@@ -112,12 +114,12 @@ def test_base_checkpoint_loads_into_a_head_and_back(tmp_path):
     config = ibert.IBertConfig(**TINY, quant_mode=True)
     base = randomize(ibert.IBertModel(config))
     ibert.calibrate(base, calibration_batches())
-    ibert.save_pretrained(base, tmp_path / "base")
-    classifier = ibert.from_pretrained(tmp_path / "base", "sequence_classification")
+    hf_format.save_pretrained(base, tmp_path / "base")
+    classifier = hf_format.load_pretrained(tmp_path / "base", "sequence_classification")
     inputs = batch()
     torch.testing.assert_close(our_output(classifier.ibert, inputs), our_output(base.eval(), inputs))
-    ibert.save_pretrained(classifier, tmp_path / "head")
-    torch.testing.assert_close(our_output(ibert.from_pretrained(tmp_path / "head"), inputs),
+    hf_format.save_pretrained(classifier, tmp_path / "head")
+    torch.testing.assert_close(our_output(hf_format.load_pretrained(tmp_path / "head"), inputs),
                                our_output(base, inputs))
 
 
@@ -162,11 +164,11 @@ def float_checkpoint(tmp_path, model_type, **extra):
 def test_from_float_checkpoint_same_logits_in_float_then_quantized_close(tmp_path, model_type):
     theirs, pad = float_checkpoint(tmp_path, model_type)
     inputs = batch(pad_token_id=pad)
-    float_model, fresh = ibert.ibert_from_float_pretrained(tmp_path, "sequence_classification", quant_mode=False)
+    float_model, fresh = convert.from_float(tmp_path, "sequence_classification", quant_mode=False)
     assert fresh == []
     torch.testing.assert_close(our_output(float_model.eval(), inputs), hf_output(theirs, inputs),
                                atol=1e-5, rtol=1e-5)
-    qat, _ = ibert.ibert_from_float_pretrained(tmp_path, "sequence_classification")
+    qat, _ = convert.from_float(tmp_path, "sequence_classification")
     assert qat.config.quant_mode
     ibert.calibrate(qat, calibration_batches(8, pad_token_id=pad))
     logits, reference = our_output(qat, inputs), hf_output(theirs, inputs)
@@ -178,7 +180,7 @@ def test_from_float_electra_encoder_same_in_float_then_quantized_close(tmp_path,
     """ELECTRA-Small's layout (embeddings narrower than the layers) too: the projection is a QuantLinear under
     ELECTRA's name, embeddings_project."""
     theirs, _ = float_checkpoint(tmp_path, "electra", embedding_size=embedding_size)
-    model, fresh = ibert.ibert_from_float_pretrained(tmp_path, "base", quant_mode=False)
+    model, fresh = convert.from_float(tmp_path, "base", quant_mode=False)
     assert fresh == ["pooler.dense.weight", "pooler.dense.bias"]  # ELECTRA has no pooler
     assert (model.embeddings_project is None) == (embedding_size == 32)
     if model.embeddings_project is not None:
@@ -188,11 +190,11 @@ def test_from_float_electra_encoder_same_in_float_then_quantized_close(tmp_path,
         expected = theirs.electra(**inputs).last_hidden_state
     valid = inputs["attention_mask"].bool()  # padding has position pad_token_id in I-BERT, its index in ELECTRA
     torch.testing.assert_close(our_output(model.eval(), inputs)[valid], expected[valid], atol=1e-5, rtol=1e-5)
-    qat, _ = ibert.ibert_from_float_pretrained(tmp_path, "base")
+    qat, _ = convert.from_float(tmp_path, "base")
     ibert.calibrate(qat, calibration_batches(8, pad_token_id=0))
     hidden = our_output(qat, inputs)[valid]
     assert (hidden - expected[valid]).norm() < 0.25 * expected[valid].norm()  # 8 bits, random weights, hidden 32
-    _, fresh = ibert.ibert_from_float_pretrained(tmp_path, "sequence_classification")
+    _, fresh = convert.from_float(tmp_path, "sequence_classification")
     assert fresh == ["classifier.dense.weight", "classifier.dense.bias", "classifier.out_proj.weight",
                      "classifier.out_proj.bias"]  # ELECTRA's head uses gelu, RoBERTa's tanh
 
@@ -209,12 +211,11 @@ def test_from_float_albert_same_in_float_then_quantized_close_weights_shared(tmp
     theirs, _ = float_checkpoint(tmp_path / "albert", "albert", embedding_size=16, num_hidden_layers=4,
                                  classifier_dropout_prob=0.0, **ALBERT_LAYOUTS[layout])
     inputs = batch(pad_token_id=0)
-    float_model, fresh = ibert.ibert_from_float_pretrained(tmp_path / "albert", "sequence_classification",
-                                                           quant_mode=False)
+    float_model, fresh = convert.from_float(tmp_path / "albert", "sequence_classification", quant_mode=False)
     assert fresh == []  # ALBERT's pooler + classifier are RoBERTa's classifier head
     reference = hf_output(theirs, inputs)
     torch.testing.assert_close(our_output(float_model.eval(), inputs), reference, atol=1e-5, rtol=1e-5)
-    qat, _ = ibert.ibert_from_float_pretrained(tmp_path / "albert", "sequence_classification")
+    qat, _ = convert.from_float(tmp_path / "albert", "sequence_classification")
     ibert.calibrate(qat, calibration_batches(8, pad_token_id=0))
     logits = our_output(qat, inputs)
     assert (logits - reference).norm() < 0.25 * reference.norm()
@@ -232,11 +233,11 @@ def test_from_float_albert_same_in_float_then_quantized_close_weights_shared(tmp
     assert first.attention.self.query_activation.x_max != second.attention.self.query_activation.x_max
     assert first.output.LayerNorm.shift is not second.output.LayerNorm.shift
 
-    ibert.save_pretrained(qat, tmp_path / "qat")
+    hf_format.save_pretrained(qat, tmp_path / "qat")
     stored = safetensors.torch.load_file(tmp_path / "qat" / "model.safetensors")
     assert sum(name.endswith("query.weight") for name in stored) == groups * inner
     assert sum(name.endswith("query_activation.x_max") for name in stored) == 4 * inner
-    torch.testing.assert_close(our_output(ibert.from_pretrained(tmp_path / "qat", "sequence_classification"),
+    torch.testing.assert_close(our_output(hf_format.load_pretrained(tmp_path / "qat", "sequence_classification"),
                                           inputs), logits, atol=0, rtol=0)
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from encoderkit.models.quant import (
+from encoderkit.models.ibert.quant import (
     IntGELU,
     IntLayerNorm,
     IntSoftmax,

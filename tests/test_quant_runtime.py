@@ -9,8 +9,9 @@ import safetensors
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from encoderkit.models import ibert
-from encoderkit.models.quant import int_ops, runtime, schedule
+from encoderkit.models.ibert import export, int_ops, schedule
+from encoderkit.models.ibert import model as ibert
+from encoderkit.models.ibert.integer import SHARED_WEIGHTS, load_integer_model
 
 TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=40)
@@ -60,12 +61,12 @@ def eager(model):
 def assert_integer_matches_qat(qat, inputs):
     """The exported classifier's logits within LOGITS_ATOL of the QAT model's; the exported encoder's int8
     outputs equal to the QAT encoder's integers at every token that is not padding. Returns the classifier."""
-    integer = eager(runtime.export_integer_model(qat))
+    integer = eager(export.export_integer_model(qat))
     with torch.no_grad():
         expected_logits = qat(**inputs)
     torch.testing.assert_close(integer(**inputs), expected_logits, atol=LOGITS_ATOL, rtol=0)
 
-    base = eager(runtime.export_integer_model(qat.ibert))
+    base = eager(export.export_integer_model(qat.ibert))
     hidden = base(**inputs)
     assert hidden.dtype == torch.int8
     with torch.no_grad():
@@ -108,24 +109,24 @@ def test_projection_and_shared_layers_match_the_qat_model_and_are_stored_once(la
         names = set(f.keys())
     owners = sorted(set(qat.ibert.encoder.weights_from))
     assert len(owners) == {"projection": 2, "albert-1-group": 1, "albert-2-groups": 4}[layout]
-    for weight in runtime.SHARED_WEIGHTS:
+    for weight in SHARED_WEIGHTS:
         assert sorted(n for n in names if n.endswith(weight)) == [f"layers.{j}.{weight}" for j in owners]
     assert "embeddings_project.weight" in names
-    assert torch.equal(eager(runtime.load_integer_model(tmp_path / "model.safetensors"))(**inputs), integer(**inputs))
+    assert torch.equal(eager(load_integer_model(tmp_path / "model.safetensors"))(**inputs), integer(**inputs))
 
 
 @pytest.mark.slow
 def test_fused_chains_compute_the_same_integers(classifier):
     """torch.compile'd chains (one C++ loop nest each) against eager torch: identical integers."""
     inputs = batch(8)
-    integer = runtime.export_integer_model(classifier)
+    integer = export.export_integer_model(classifier)
     assert integer.fuse
     fused = integer(**inputs)
     assert torch.equal(fused, eager(integer)(**inputs))
 
 
 def test_save_load_round_trip_needs_no_float_model(tmp_path, classifier):
-    integer = eager(runtime.export_integer_model(classifier))
+    integer = eager(export.export_integer_model(classifier))
     integer.save(tmp_path / "model.safetensors")
     with safetensors.safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
         dtypes = {k: f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118
@@ -133,7 +134,7 @@ def test_save_load_round_trip_needs_no_float_model(tmp_path, classifier):
     assert floats == ["classifier.logit_scale"]  # the final dequantization, nothing else
     assert dtypes["layers.0.attention.qkv_weight"] == torch.int8
     assert dtypes["layers.0.attention.qkv_bias"] == torch.int32
-    loaded = eager(runtime.load_integer_model(tmp_path / "model.safetensors"))
+    loaded = eager(load_integer_model(tmp_path / "model.safetensors"))
     inputs = batch(9)
     assert torch.equal(loaded(**inputs), integer(**inputs))
 
@@ -150,7 +151,7 @@ class _RecordOps(TorchDispatchMode):
 
 
 def test_integer_path_has_no_float_arithmetic(classifier, monkeypatch):
-    integer = eager(runtime.export_integer_model(classifier))
+    integer = eager(export.export_integer_model(classifier))
     inputs = batch(10)
     monkeypatch.setattr(schedule, "workers", lambda: 1)  # all work in this thread, where the recorder is
     with _RecordOps() as recorder:
@@ -171,14 +172,14 @@ def test_integer_path_has_no_float_arithmetic(classifier, monkeypatch):
 def test_export_needs_quant_mode_calibration_and_an_integer_head():
     config = ibert.IBertConfig(**TINY, quant_mode=True)
     with pytest.raises(ValueError, match="calibrate"):
-        runtime.export_integer_model(ibert.IBertForSequenceClassification(config))
+        export.export_integer_model(ibert.IBertForSequenceClassification(config))
     with pytest.raises(ValueError, match="force_dequant"):
-        runtime.export_integer_model(ibert.IBertModel(ibert.IBertConfig(**TINY, quant_mode=True,
+        export.export_integer_model(ibert.IBertModel(ibert.IBertConfig(**TINY, quant_mode=True,
                                                                         force_dequant="gelu")))
     with pytest.raises(ValueError, match="quant_mode"):
-        runtime.export_integer_model(ibert.IBertModel(ibert.IBertConfig(**TINY)))
+        export.export_integer_model(ibert.IBertModel(ibert.IBertConfig(**TINY)))
     with pytest.raises(TypeError, match="IBertForMaskedLM"):
-        runtime.export_integer_model(ibert.IBertForMaskedLM(config))
+        export.export_integer_model(ibert.IBertForMaskedLM(config))
 
 
 # all-MiniLM-L6-v2's last LayerNorm: channels of weight ~0, whose rescales (1e-39, 6e-16) once failed the export
@@ -189,7 +190,7 @@ def test_fixed_point_takes_tiny_and_huge_rescales():
     """A rescale too small for a 31-bit multiplier within a 63-bit shift (MiniLM's LayerNorm: 1.8e-39, 5.8e-16,
     with values up to 2^31 + 3.2e9) and one too large for a shift of at least 1: integers still give round(v x)."""
     for ratio, bound in ((1.8406e-39, 2**31 + 3.16e9), (5.7662e-16, 2**31 + 3.16e9), (2.0**40 + 3, 2**10)):
-        fixed = runtime._fixed_point(torch.tensor([ratio], dtype=torch.float64), bound, "x")
+        fixed = export._fixed_point(torch.tensor([ratio], dtype=torch.float64), bound, "x")
         assert 1 <= fixed["x_e"].item() <= 63
         v = torch.cat([torch.linspace(-bound, bound, 1001).long(), torch.tensor([-int(bound), int(bound)])])
         exact = [math.floor(x * Fraction(ratio) + Fraction(1, 2)) for x in v.tolist()]

@@ -15,9 +15,7 @@ import torch
 from rich.console import Console
 from test_finetune_cli import keyword_sentences
 
-from encoderkit.commands import quantize
 from encoderkit.data.tokenizer import Tokenizer
-from encoderkit.models import ibert
 from encoderkit.models.albert import AlbertConfig, AlbertForSequenceClassification, AlbertModel
 from encoderkit.models.electra import (
     BertConfig,
@@ -26,7 +24,7 @@ from encoderkit.models.electra import (
     ElectraForPreTraining,
     ElectraForSequenceClassification,
 )
-from encoderkit.models.hf_format import save_pretrained
+from encoderkit.models.hf_format import load_pretrained, save_pretrained
 from encoderkit.recipes import load_quantize_recipe
 
 # As tests/test_finetune_cli.py: large initial weights and no dropout, so a random tiny encoder learns the task in
@@ -137,7 +135,7 @@ def test_the_exported_qat_model_loads_in_transformers(bert_quantized):
     transformers = pytest.importorskip("transformers")
     _, out, _, _ = bert_quantized
     theirs = transformers.IBertForSequenceClassification.from_pretrained(out / "qat").eval()
-    ours = ibert.from_pretrained(out / "qat", "sequence_classification")
+    ours = load_pretrained(out / "qat", "sequence_classification")
     ids = torch.tensor([[2, 10, 11, 12, 3]])
     with torch.no_grad():
         assert torch.allclose(theirs(ids).logits, ours(ids), atol=1e-5)
@@ -166,24 +164,47 @@ def test_predict_reads_stdin_with_the_float_qat_and_integer_models(bert_quantize
 
 
 @pytest.mark.slow
-def test_bench_sides_run_each_model_and_the_table_sets_them_side_by_side(bert_quantized, monkeypatch):
-    """What --bench times, without the timing (the harness's own job, and the speed belongs in the benchmark):
-    each side's step runs its model, and the table holds every side, errors included."""
-    if not (Path(quantize.__file__).parents[2] / "benchmarks" / "harness.py").is_file():
-        pytest.skip("no benchmarks/ beside the package (--bench runs from a source checkout)")
-    best, out, _, _ = bert_quantized
-    monkeypatch.setattr(torch._dynamo.config, "disable", True)  # as TORCHDYNAMO_DISABLE=1 in cli()
-    quantize.timing_harness()  # benchmarks/ of the source tree, for the sides' shared batches
-    shape = dict(vocab_size=40, batch_size=2, seq_len=32)  # common.classification_batch: >= 32
-    for factory, path in ((quantize.bench_float, best), (quantize.bench_integer, out / "integer" / "model.safetensors"),
-                          (quantize.bench_transformers, out / "qat")):
-        factory(str(path), **shape)()
+def test_the_benchmark_script_times_each_model_of_a_run_and_sets_them_side_by_side(bert_quantized, tmp_path):
+    """benchmarks/bench_quantize_run.py (what `quantize --bench` was), briefly: each side loads and runs its model
+    of the run dir in the harness, and the table holds every side. The speed itself is the benchmark's business."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / "bench_quantize_run.py").is_file():
+        pytest.skip("no benchmarks/ beside the tests")
+    _, out, _, _ = bert_quantized
+    env = {**os.environ, "TORCHDYNAMO_DISABLE": "1", "COLUMNS": "200"}
+    result = subprocess.run([sys.executable, "-m", "benchmarks.bench_quantize_run", str(out), "--threads", "1",
+                             "--shapes", "2x32", "--warmup", "1", "--repeats", "1", "--json", str(tmp_path / "b.json")],
+                            capture_output=True, text=True, timeout=300, env=env, cwd=root)
+    assert result.returncode == 0, result.stderr
+    sides = json.loads((tmp_path / "b.json").read_text())["timings"]["2x32"]
+    expected = {"fp32", "integer", "transformers"}
+    assert set(sides) == expected
+    ran = {name for name, side in sides.items() if "latency_ms" in side}
+    assert ran >= {"fp32", "integer"}, sides
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        assert "No module named" in sides["transformers"]["error"]
+    else:
+        assert ran == expected, sides
+    for column in ("FP32", "integer-only", "transformers IBert quant_mode", "integer-only / FP32", "2x32", "seq/s"):
+        assert column in result.stdout, result.stdout
+
+
+def test_the_benchmark_table_sets_the_sides_side_by_side(monkeypatch):
+    """The table holds every side, errors included, and integer-only's throughput over FP32's."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / "bench_quantize_run.py").is_file():
+        pytest.skip("no benchmarks/ beside the tests")
+    monkeypatch.syspath_prepend(str(root))
+    from benchmarks.bench_quantize_run import bench_table
+
     side = {"latency_ms": 10.0, "sequences_per_s": 100.0}
     bench = {"threads": 2, "repeats": 5, "timings": {"1x128": {
         "fp32": side, "integer": {"latency_ms": 5.0, "sequences_per_s": 200.0},
         "transformers": {"error": "ModuleNotFoundError: No module named 'transformers'"}}}}
     console = Console(width=200, record=True)
-    console.print(quantize.bench_table(bench))
+    console.print(bench_table(bench))
     text = console.export_text()
     assert "10.0 ms" in text and "200.0 seq/s" in text and "2.00x" in text and "No module named" in text
 

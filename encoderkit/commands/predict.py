@@ -15,9 +15,9 @@ from typing import TextIO
 import torch
 
 from encoderkit.commands.lines import LineError, answer_lines
+from encoderkit.data.classification import encode_examples, iter_batches
 from encoderkit.data.glue import GlueExample, get_task
 from encoderkit.errors import UserError
-from encoderkit.objectives.classification import encode_examples, iter_batches
 
 FORMATS = ("text", "jsonl")
 CLASSIFIER = "sequence_classification"
@@ -32,8 +32,8 @@ def load_classifier(model_dir: Path):
     """The classifier in `model_dir` and the number of tokens its position table holds.
 
     With a config.json: a Hugging Face classifier; without one: the integer-only model of model.safetensors."""
-    from encoderkit.models import hf_format, ibert
-    from encoderkit.models.quant.runtime import load_integer_model
+    from encoderkit.models import hf_format
+    from encoderkit.models.ibert.integer import load_integer_model
 
     if not (model_dir / "config.json").is_file():
         if not (model_dir / INTEGER_FILE).is_file():
@@ -52,10 +52,9 @@ def load_classifier(model_dir: Path):
         raise PredictError(f"--model: {model_dir} holds no classifier (architectures: {config.get('architectures')}); "
                            "give a dir written by `encoderkit finetune glue` or `encoderkit quantize`")
     try:
-        if config.get("model_type") == "ibert":
-            model = ibert.from_pretrained(model_dir, CLASSIFIER)
-            return model.eval(), model.config.max_position_embeddings - model.config.pad_token_id - 1
         model = hf_format.load_pretrained(model_dir, CLASSIFIER)
+        if config.get("model_type") == "ibert":
+            return model.eval(), model.config.max_position_embeddings - model.config.pad_token_id - 1
     except ValueError as err:
         raise PredictError(f"--model: {err}") from None
     return model.eval(), model.config.max_position_embeddings
@@ -88,13 +87,13 @@ def _render(text: str, result: dict) -> str:
 def run(model_dir: Path, lines: Iterable[str], fmt: str, task: str | None = None, max_seq_length: int = 128,
         out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Answer each stdin line; returns the number of lines that failed."""
-    from encoderkit.commands.finetune import load_tokenizer
+    from encoderkit.data.tokenizer import Tokenizer
 
     if fmt not in FORMATS:
         raise PredictError(f"--format: '{fmt}' is not one of: {', '.join(FORMATS)}")
     glue_task = get_task(task) if task else None
     model, positions = load_classifier(model_dir)
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = Tokenizer.load(model_dir)
     if glue_task is not None:
         with torch.inference_mode():  # the head's width, which the integer-only model does not record
             outputs = model(torch.tensor([[tokenizer.cls_id, tokenizer.sep_id]])).shape[-1]

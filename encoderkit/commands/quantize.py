@@ -8,13 +8,16 @@ objective, keeping the best dev epoch; export that epoch to the integer-only mod
 
 The run dir (output.dir):
   recipe.yaml, versions.json   the run record
-  results.json                 dev scores of every model, their differences from FP32 in points, timings (--bench)
+  results.json                 dev scores of every model, their differences from FP32 in points
   qat/                         the best QAT epoch: I-BERT in Hugging Face format (quant_mode true; transformers'
                                IBertForSequenceClassification loads it unless it has an embedding projection or
                                shared layers, which are ours), the tokenizer, eval.json
   integer/                     the integer-only model (model.safetensors: integer tensors) and the tokenizer;
                                `encoderkit predict --model <run dir>/integer` runs it without any float model
   train/                       the loop's run dir: metrics.jsonl (checkpoints/ is removed once QAT is done)
+
+Timing the run's models (FP32, integer-only, transformers' I-BERT) is a benchmark, run from a source checkout:
+`python -m benchmarks.bench_quantize_run <run dir>`.
 """
 
 from __future__ import annotations
@@ -23,25 +26,20 @@ import dataclasses
 import itertools
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
-from encoderkit.commands.finetune import (
-    BestCheckpoint,
-    EpochBatches,
-    load_tokenizer,
-    primary_score,
-    score_dev_splits,
-    write_json,
-)
+from encoderkit.data.classification import EpochBatches, encode_examples, iter_batches
 from encoderkit.data.glue import GlueTask, get_task, load_task
+from encoderkit.data.tokenizer import Tokenizer
 from encoderkit.errors import UserError
-from encoderkit.objectives.classification import ClassificationObjective, encode_examples, iter_batches
+from encoderkit.files import write_json
+from encoderkit.objectives.classification import ClassificationObjective
 from encoderkit.recipes import QuantizeRecipe, RecipeError, dump_yaml
+from encoderkit.train.evaluate import BestCheckpoint, primary_score, score_dev_splits
 from encoderkit.train.optim import NO_DECAY_SUFFIXES
 
 RESULTS_FILE = "results.json"
@@ -61,7 +59,7 @@ class QuantizeError(UserError):
 def read_classifier_config(model_dir: Path, task: GlueTask) -> dict:
     """config.json of a fine-tuned classifier for `task` whose family I-BERT can quantize."""
     from encoderkit.models.hf_format import read_config
-    from encoderkit.models.ibert import FLOAT_FAMILIES
+    from encoderkit.models.ibert.convert import FLOAT_FAMILIES
 
     try:
         config = read_config(model_dir)
@@ -82,13 +80,14 @@ def read_classifier_config(model_dir: Path, task: GlueTask) -> dict:
 
 
 def load_float_classifier(model_dir: Path, model_type: str):
-    from encoderkit.models import hf_format, ibert
+    from encoderkit.models import hf_format
+    from encoderkit.models.ibert import convert
 
     try:
         if model_type == "ibert":
-            return ibert.from_pretrained(model_dir, CLASSIFIER, quant_mode=False)
+            return hf_format.load_pretrained(model_dir, CLASSIFIER, quant_mode=False)
         if model_type == "roberta":  # RoBERTa is I-BERT in float
-            return ibert.ibert_from_float_pretrained(model_dir, CLASSIFIER, quant_mode=False)[0]
+            return convert.from_float(model_dir, CLASSIFIER, quant_mode=False)[0]
         return hf_format.load_pretrained(model_dir, CLASSIFIER)
     except ValueError as err:
         raise QuantizeError(f"--model: {err}") from None
@@ -97,18 +96,19 @@ def load_float_classifier(model_dir: Path, model_type: str):
 def build_qat_model(model_dir: Path, model_type: str):
     """The I-BERT QAT model (quant_mode on, every operation integer) with the checkpoint's weights, and the
     names of the tensors the checkpoint has no counterpart for (ELECTRA's classifier: gelu where I-BERT's is tanh)."""
-    from encoderkit.models import ibert
+    from encoderkit.models import hf_format
+    from encoderkit.models.ibert import convert
 
     try:
         if model_type == "ibert":
-            return ibert.from_pretrained(model_dir, CLASSIFIER, quant_mode=True, force_dequant="none"), []
-        return ibert.ibert_from_float_pretrained(model_dir, CLASSIFIER)
+            return hf_format.load_pretrained(model_dir, CLASSIFIER, quant_mode=True, force_dequant="none"), []
+        return convert.from_float(model_dir, CLASSIFIER)
     except ValueError as err:  # e.g. a hidden_act other than gelu, or tensors that do not match config.json
         raise QuantizeError(f"--model: cannot be quantized: {err}") from None
 
 
 def set_range_momentum(model: torch.nn.Module, momentum: float) -> None:
-    from encoderkit.models.quant import QuantAct
+    from encoderkit.models.ibert.quant import QuantAct
 
     for module in model.modules():
         if isinstance(module, QuantAct):
@@ -134,11 +134,11 @@ def qat_param_groups(model: torch.nn.Module, fresh: list[str], learning_rate: fl
 def export_integer(qat_dir: Path, out_dir: Path, tokenizer, console: Console):
     """The integer-only model of the QAT checkpoint, written to out_dir with the tokenizer; None if it does not
     export (the QAT model stays usable), with the reason on the console."""
-    from encoderkit.models import ibert
-    from encoderkit.models.quant.runtime import export_integer_model
+    from encoderkit.models import hf_format
+    from encoderkit.models.ibert.export import export_integer_model
 
     try:
-        integer = export_integer_model(ibert.from_pretrained(qat_dir, CLASSIFIER))
+        integer = export_integer_model(hf_format.load_pretrained(qat_dir, CLASSIFIER))
     except ValueError as err:  # a rescale factor that fits no fixed-point multiplier, for instance
         console.log(f"[yellow]integer-only export failed: {err}")
         return None, str(err)
@@ -152,13 +152,15 @@ def export_integer(qat_dir: Path, out_dir: Path, tokenizer, console: Console):
 
 
 def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_dir: Path | None = None,
-                  bench: bool = False, console: Console | None = None) -> dict:
+                  console: Console | None = None) -> dict:
     """QAT-fine-tune and export `model_dir` (fine-tuned on `task_name`); returns what results.json holds and
     prints the comparison table."""
     from accelerate import PartialState
 
-    from encoderkit.models import ibert
-    from encoderkit.train.loop import CHECKPOINTS, train, write_run_record
+    from encoderkit.models import hf_format
+    from encoderkit.models.ibert import calibrate
+    from encoderkit.train.loop import train
+    from encoderkit.train.run_dir import CHECKPOINTS, write_run_record
 
     console = console or Console(stderr=True)
     settings = recipe.quantize
@@ -166,7 +168,7 @@ def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_
     config = read_classifier_config(model_dir, task)
     model_type = config["model_type"]
     architecture = next(name for name in config["architectures"] if name.endswith("ForSequenceClassification"))
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = Tokenizer.load(model_dir)
     out = Path(recipe.output.dir)
     if out.is_dir() and any(out.iterdir()):
         raise QuantizeError(f"output.dir: '{out}' is not empty; choose another output.dir")
@@ -182,8 +184,6 @@ def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_
         raise RecipeError(f"train.batch_size: {batch_size} is more than the {len(train_set)} training examples "
                           f"of {task.name}")
     epochs = settings.task_epochs.get(task.name, settings.epochs)
-    if bench:
-        timing_harness()
 
     write_run_record(out, dump_yaml(recipe))
     scores = {"fp32": score_dev_splits(float_model, task, dev, settings.eval_batch_size)}
@@ -191,7 +191,7 @@ def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_
 
     set_range_momentum(qat_model, settings.act_range_momentum)
     calibration = iter_batches(train_set, batch_size, shuffle=True, seed=recipe.train.seed)
-    ibert.calibrate(qat_model, ({key: batch[key] for key in MODEL_INPUTS}
+    calibrate(qat_model, ({key: batch[key] for key in MODEL_INPUTS}
                                 for batch in itertools.islice(calibration, settings.calibration_batches)))
     scores["calibrated"] = score_dev_splits(qat_model, task, dev, settings.eval_batch_size)
 
@@ -202,7 +202,7 @@ def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_
     accumulation = cfg.gradient_accumulation_steps
     batches = EpochBatches(train_set, batch_size // accumulation, steps_per_epoch * accumulation, cfg.seed)
     keep_best = BestCheckpoint(task, dev, settings.eval_batch_size, out / QAT_DIR, tokenizer, cfg.seed,
-                               steps_per_epoch, writes=True, save_model=ibert.save_pretrained)
+                               steps_per_epoch, writes=True, save_model=hf_format.save_pretrained)
     groups = qat_param_groups(qat_model, fresh, cfg.learning_rate, settings.new_head_learning_rate,
                               cfg.weight_decay)
     train(qat_model, ClassificationObjective(task.num_labels), batches, cfg, out / TRAIN_DIR, param_groups=groups,
@@ -230,13 +230,8 @@ def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_
     if export_error:
         results["integer_export_error"] = export_error
     write_json(out / RESULTS_FILE, results)
-    if bench:
-        results["bench"] = benchmark(model_dir, config, out / QAT_DIR, out / INTEGER_DIR / INTEGER_FILE, console)
-        write_json(out / RESULTS_FILE, results)
     stdout = Console()
     stdout.print(scores_table(task, scores, results["difference_points"], model_names(architecture, best["epoch"])))
-    if bench:
-        stdout.print(bench_table(results["bench"]))
     return results
 
 
@@ -258,101 +253,4 @@ def scores_table(task: GlueTask, scores: dict[str, dict], differences: dict[str,
     for name, each in scores.items():
         difference = f"{differences[name]:+.1f}" if name in differences else ""
         table.add_row(names[name], *(f"{100 * each[split][metric]:.1f}" for split, metric in columns), difference)
-    return table
-
-
-# ---- --bench: FP32 against integer-only against transformers' I-BERT ---------------------------
-
-BENCH_SHAPES = ((1, 128), (32, 128))  # (batch, tokens): one request, and a batch of GLUE-length pairs
-BENCH_WARMUP, BENCH_REPEATS = 2, 5  # as benchmarks/run.py
-BENCH_SIDES = {"fp32": "FP32", "integer": "integer-only", "transformers": "transformers IBert quant_mode"}
-
-
-def timing_harness():
-    """benchmarks/harness.py, the project's one timing harness, from the source tree that holds this package
-    (and the bundled recipes)."""
-    root = str(Path(__file__).resolve().parents[2])
-    if root not in sys.path:
-        sys.path.append(root)
-    try:
-        from benchmarks import harness
-    except ImportError:
-        raise QuantizeError(f"--bench: no benchmarks/harness.py in {root}; --bench runs from a source checkout "
-                            "of encoderkit") from None
-    return harness
-
-
-def benchmark(model_dir: Path, config: dict, qat_dir: Path, integer_file: Path, console: Console) -> dict:
-    """Latency and throughput of each side at BENCH_SHAPES, every side in its own process on the harness's
-    threads (2), interleaved rounds, the median. Sequences are cut to the model's positions if it has fewer."""
-    harness = timing_harness()
-    positions = config["max_position_embeddings"] - (config["pad_token_id"] + 1 if config["model_type"] in
-                                                     ("ibert", "roberta") else 0)
-    factories = {"fp32": ("bench_float", str(model_dir)), "integer": ("bench_integer", str(integer_file)),
-                 "transformers": ("bench_transformers", str(qat_dir))}
-    timings = {}
-    for batch_size, tokens in BENCH_SHAPES:
-        shape = {"vocab_size": config["vocab_size"], "batch_size": batch_size, "seq_len": min(tokens, positions)}
-        console.log(f"timing {batch_size} x {shape['seq_len']} tokens: {', '.join(BENCH_SIDES.values())}")
-        sides = {name: harness.Side(f"{__name__}:{factory}", {"path": path, **shape})
-                 for name, (factory, path) in factories.items() if name != "integer" or integer_file.is_file()}
-        measured = harness.compare(sides, BENCH_WARMUP, BENCH_REPEATS, flops=False)
-        timings[f"{batch_size}x{shape['seq_len']}"] = {
-            name: {"error": result.error} if result.error else {
-                "latency_ms": 1e3 * result.median_seconds, "sequences_per_s": batch_size / result.median_seconds}
-            for name, result in measured.items()}
-    return {"threads": harness.THREADS, "warmup": BENCH_WARMUP, "repeats": BENCH_REPEATS, "timings": timings}
-
-
-def _bench_step(model, vocab_size: int, batch_size: int, seq_len: int):
-    from benchmarks.common import classification_batch, inference_step
-
-    batch = classification_batch(batch_size, seq_len, vocab_size)
-    inputs = [batch[key] for key in MODEL_INPUTS]
-    return inference_step(model, lambda: model(*inputs))
-
-
-def bench_float(path: str, **shape):
-    """The fine-tuned float classifier (a harness.Side factory: runs in the side's own process)."""
-    from encoderkit.models.hf_format import read_config
-
-    return _bench_step(load_float_classifier(Path(path), read_config(path)["model_type"]), **shape)
-
-
-def bench_integer(path: str, **shape):
-    from encoderkit.models.quant.runtime import load_integer_model
-
-    return _bench_step(load_integer_model(path), **shape)
-
-
-def bench_transformers(path: str, **shape):
-    """transformers' IBertForSequenceClassification with quant_mode on (its simulated integers), the QAT weights.
-    Raises (the harness reports it) for a model with an embedding projection or shared layers, which it lacks."""
-    from transformers import IBertForSequenceClassification
-
-    from encoderkit.models.hf_format import read_config
-
-    config = read_config(path)
-    if config.get("embedding_size") is not None or config.get("num_hidden_groups") is not None:
-        raise QuantizeError("transformers' I-BERT has no embedding projection or shared layers")
-
-    return _bench_step(IBertForSequenceClassification.from_pretrained(path), **shape)
-
-
-def bench_table(bench: dict) -> Table:
-    table = Table(title=f"CPU inference, {bench['threads']} threads: latency (ms) and throughput (sequences/s), "
-                        f"median of {bench['repeats']}")
-    table.add_column("batch x tokens")
-    for name in BENCH_SIDES.values():
-        table.add_column(name, justify="right")
-    table.add_column("integer-only / FP32", justify="right")
-    for shape, sides in bench["timings"].items():
-        cells = []
-        for name in BENCH_SIDES:
-            side = sides.get(name, {"error": "not exported"})
-            cells.append(side["error"] if "error" in side else
-                         f"{side['latency_ms']:,.1f} ms\n{side['sequences_per_s']:,.1f} seq/s")
-        speedup = ("-" if any("error" in sides.get(name, {"error": ""}) for name in ("fp32", "integer")) else
-                   f"{sides['integer']['sequences_per_s'] / sides['fp32']['sequences_per_s']:.2f}x")
-        table.add_row(shape, *cells, speedup)
     return table

@@ -1,16 +1,19 @@
 """The Hugging Face checkpoint format, both ways: config.json + model.safetensors with HF's tensor names.
 
 This module is the one place that knows HF's tensor names. A tensor name is our module path plus the
-parameter's name (weight, bias); the tables below map module paths. Loading follows transformers:
+parameter's name (weight, bias); the tables below map module paths, by model_type (I-BERT's module paths are
+transformers' own: its names map to themselves). Loading follows transformers:
 a head model loads a base-model checkpoint (no `albert.`/`electra.`/`bert.` prefix) and a base model
 loads a head checkpoint; head tensors missing from the file (a classifier on a pretraining checkpoint)
 are freshly initialised and reported; tied decoder weights may be absent from the file or present.
-Weights are read from safetensors only: nothing is unpickled.
+A tensor that several modules share (I-BERT's shared layers) is written once, under its first name.
+Weights are read from safetensors only: nothing is unpickled. Files are written atomically.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -35,6 +38,9 @@ from .electra import (
     ElectraGeneratorDiscriminator,
     ElectraModel,
 )
+from .ibert.model import HEADS as IBERT_HEADS
+from .ibert.model import IBertConfig
+from .layers import unique_state
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +63,7 @@ FAMILIES = {
         "masked_lm": BertForMaskedLM,
         "sequence_classification": BertForSequenceClassification,
     }),
+    "ibert": (IBertConfig, IBERT_HEADS),
 }
 
 _BASE_MODELS = (AlbertModel, ElectraModel)
@@ -126,7 +133,45 @@ HEAD_NAMES = {
 
 # Decoder weights that transformers ties to other tensors; older checkpoints store them, we never need them.
 TIED_NAMES = {"predictions.decoder.weight", "predictions.decoder.bias", "generator_lm_head.weight",
-              "cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
+              "cls.predictions.decoder.weight", "cls.predictions.decoder.bias", "lm_head.decoder.weight",
+              "lm_head.decoder.bias"}
+# Families whose module paths are HF's already (no table): our names are the file's names.
+SAME_NAMES = {"ibert"}
+
+
+def hf_encoder_module(model_type: str, path: str) -> str:
+    """HF's module path (in the base model) of our encoder module `path` (in our base model); KeyError if none."""
+    for pattern, replacement in ENCODER_NAMES[model_type]:
+        if re.fullmatch(pattern, path):
+            return re.sub(pattern, replacement, path)
+    raise KeyError(path)
+
+
+@functools.cache
+def _inverse(pattern: str, replacement: str) -> tuple[str, str]:
+    """An ENCODER_NAMES entry backwards: (regex on HF's path, replacement that gives ours). The tables' groups
+    are not nested, and HF's side refers to each at most once."""
+    ours, groups = "", {}
+    for i, piece in enumerate(re.split(r"(\([^()]*\))", pattern)):
+        if i % 2:  # a group: its pattern, and a reference to it in our path
+            groups[str(len(groups) + 1)] = piece[1:-1]
+            ours += rf"\g<g{len(groups)}>"
+        else:  # literal text, as re.escape wrote it
+            ours += re.sub(r"\\(.)", r"\1", piece)
+    hf = "".join(f"(?P<g{piece}>{groups[piece]})" if i % 2 else re.escape(piece)
+                 for i, piece in enumerate(re.split(r"\\(\d)", replacement)))
+    return hf, ours
+
+
+def our_encoder_module(model_type: str, hf_path: str) -> str | None:
+    """Our module path (in our base model) of HF's encoder module `hf_path` (in HF's base model, without the
+    `albert.`-style prefix) of a `model_type` checkpoint; None for a module the tables do not map."""
+    for pattern, replacement in ENCODER_NAMES[model_type]:
+        hf, ours = _inverse(pattern, replacement)
+        match = re.fullmatch(hf, hf_path)
+        if match:
+            return match.expand(ours)
+    return None
 
 
 def _hf_module(model_type: str, path: str, is_base: bool, head_names: dict[str, str]) -> str:
@@ -136,31 +181,33 @@ def _hf_module(model_type: str, path: str, is_base: bool, head_names: dict[str, 
         if not path.startswith("encoder."):
             raise KeyError(path)
         path = path.removeprefix("encoder.")
-    for pattern, replacement in ENCODER_NAMES[model_type]:
-        if re.fullmatch(pattern, path):
-            name = re.sub(pattern, replacement, path)
-            return name if is_base else f"{model_type}.{name}"
-    raise KeyError(path)
+    name = hf_encoder_module(model_type, path)
+    return name if is_base else f"{model_type}.{name}"
 
 
 def hf_names(model: nn.Module) -> dict[str, str]:
-    """Our state_dict name -> HF tensor name (with the `albert.`-style prefix on head models)."""
+    """Our state_dict name -> HF tensor name (with the `albert.`-style prefix on head models), each tensor once
+    (a shared one under its first name, see layers.unique_state)."""
     model_type = model.config.model_type
+    if model_type in SAME_NAMES:
+        return {name: name for name in unique_state(model)}
     head_names = HEAD_NAMES[type(model).__name__]
     is_base = isinstance(model, _BASE_MODELS)
     names = {}
-    for name in model.state_dict():
+    for name in unique_state(model):
         path, param = name.rsplit(".", 1)
         names[name] = f"{_hf_module(model_type, path, is_base, head_names)}.{param}"
     return names
 
 
 def _part(name: str) -> str:
-    """Which part of a model a parameter belongs to: embeddings, encoder (the layers) or heads (the rest)."""
+    """Which part of a model a parameter belongs to: embeddings (with the E -> H projection: our
+    embedding_projection, I-BERT's embeddings_project), encoder (the layers: I-BERT's encoder.layer) or heads
+    (the rest)."""
     parts = name.split(".")
-    if "embeddings" in parts or "embedding_projection" in parts:
+    if any(part.startswith("embedding") for part in parts):
         return "embeddings"
-    if "layers" in parts or "layer_groups" in parts:
+    if {"layers", "layer_groups", "layer"} & set(parts):
         return "encoder"
     return "heads"
 
@@ -201,7 +248,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     config = {**model.config.to_hf_dict(), "architectures": [type(model).__name__]}
     names = hf_names(model)
-    tensors = {names[k]: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors = {names[k]: v.contiguous().cpu() for k, v in unique_state(model).items()}
 
     def write_config(tmp):
         Path(tmp).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -218,11 +265,20 @@ def read_config(directory: str | os.PathLike) -> dict:
     return json.loads(path.read_text())
 
 
+def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a model.safetensors file, by HF name."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file (only model.safetensors is read, never pickled .bin files)")
+    return safetensors.torch.load_file(path)
+
+
 def load_pretrained(directory: str | os.PathLike, head: str = "base", **config_overrides) -> nn.Module:
     """Build the `head` model of config.json's model_type and load model.safetensors into it.
 
-    config_overrides replace config fields (e.g. num_labels=3 for a new classifier). Head tensors the
-    file lacks are left freshly initialised and logged as a warning.
+    config_overrides replace config fields (e.g. num_labels=3 for a new classifier; for I-BERT quant_mode=True
+    to start quantization-aware training from a float checkpoint). Head tensors the file lacks are left freshly
+    initialised and logged as a warning. The model comes back in eval mode, as transformers' does.
     """
     directory = Path(directory)
     hf_config = read_config(directory)
@@ -240,7 +296,7 @@ def load_pretrained(directory: str | os.PathLike, head: str = "base", **config_o
         raise ValueError(f"config override: {e}") from None
     model = heads[head](config)
     load_weights(model, directory / "model.safetensors")
-    return model
+    return model.eval()
 
 
 def load_weights(model: nn.Module, path: Path) -> list[str]:
@@ -248,32 +304,35 @@ def load_weights(model: nn.Module, path: Path) -> list[str]:
 
     Returns the HF names of the head tensors the file lacks, which keep their fresh initialisation.
     """
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file (only model.safetensors is read, never pickled .bin files)")
+    return load_state(model, read_tensors(path), path)
+
+
+def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: str | os.PathLike) -> list[str]:
+    """load_weights of tensors by HF name that `source` (a file, for messages) holds."""
     prefix = f"{model.config.model_type}."
     # Compare names without the base-model prefix, so base and head checkpoints load either way.
-    tensors = {k.removeprefix(prefix): v for k, v in safetensors.torch.load_file(path).items()}
+    tensors = {k.removeprefix(prefix): v for k, v in tensors.items()}
     names = {ours: hf.removeprefix(prefix) for ours, hf in hf_names(model).items()}
     state = model.state_dict()
     missing = [ours for ours, hf in names.items() if hf not in tensors]
     broken = [ours for ours in missing if _part(ours) != "heads"]
     if broken:
-        raise ValueError(f"{path}: no tensor for {', '.join(prefix + names[o] for o in broken[:5])}"
+        raise ValueError(f"{source}: no tensor for {', '.join(prefix + names[o] for o in broken[:5])}"
                          f"{' ...' if len(broken) > 5 else ''} (is this a {type(model).__name__} checkpoint?)")
     with torch.no_grad():
         for ours, hf in names.items():
             if hf not in tensors:
                 continue
             if tensors[hf].shape != state[ours].shape:
-                raise ValueError(f"{path}: tensor {hf} has shape {tuple(tensors[hf].shape)}, "
+                raise ValueError(f"{source}: tensor {hf} has shape {tuple(tensors[hf].shape)}, "
                                  f"the model expects {tuple(state[ours].shape)} (check config.json)")
             state[ours].copy_(tensors[hf])
     if missing:
-        logger.warning("%s: newly initialised (not in %s): %s", type(model).__name__, path,
+        logger.warning("%s: newly initialised (not in %s): %s", type(model).__name__, source,
                        ", ".join(names[o] for o in missing))
     unused = set(tensors) - set(names.values()) - TIED_NAMES
     if unused:
-        logger.info("%s: unused tensors in %s: %s", type(model).__name__, path, ", ".join(sorted(unused)))
+        logger.info("%s: unused tensors in %s: %s", type(model).__name__, source, ", ".join(sorted(unused)))
     return [names[o] for o in missing]
 
 

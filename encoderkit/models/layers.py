@@ -267,3 +267,20 @@ def init_weights(model: nn.Module, std: float) -> None:
             module.bias.zero_()
         elif isinstance(module, MaskedLMHead):
             module.bias.zero_()
+
+
+def position_ids(input_ids: torch.Tensor, padding_idx: int) -> torch.Tensor:
+    """RoBERTa's positions: padding_idx + 1, + 2, ... counting the tokens, padding_idx at padding."""
+    is_token = input_ids.ne(padding_idx).int()
+    return (torch.cumsum(is_token, dim=1) * is_token).long() + padding_idx
+
+
+def unique_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """state_dict with every tensor once, under its first name: weights shared between modules (I-BERT's
+    shared layers, ibert.model.IBertEncoder) are stored once, as the model holds them."""
+    state, seen = {}, set()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            state[name] = tensor.detach()
+    return state

@@ -1,13 +1,14 @@
-"""I-BERT (Kim et al., 2021): RoBERTa built from the quantization modules of quant/modules.py.
+"""I-BERT (Kim et al., 2021): RoBERTa built from the quantization modules of quant.py.
 
 With quant_mode=True every layer computes on (simulated) integers: 8-bit weights and activations, 32-bit
 biases, 16/22/32-bit sums where I-BERT keeps them wide, i-GELU, i-softmax and integer LayerNorm.
-Quantization-aware training fine-tunes it; quant/runtime.py exports it to an integer-only model. With
+Quantization-aware training fine-tunes it; export.py turns it into the integer-only model of integer.py. With
 quant_mode=False it is RoBERTa in float.
 
 Module and buffer names are transformers' (`ibert.encoder.layer.0.attention.self.query.weight_integer`),
 so a config.json + model.safetensors written by transformers' IBert* classes loads as it is, and ours
-load there. `ibert_from_float_pretrained` builds the QAT model from a float BERT, ELECTRA, RoBERTa or ALBERT.
+load there (both through hf_format.load_pretrained / save_pretrained). convert.from_float builds the QAT model
+from a float BERT, ELECTRA, RoBERTa or ALBERT.
 
 Two extensions of ours (config fields transformers' IBertConfig does not have, so such a model does not load
 in transformers): `embedding_size`, embeddings narrower than the layers and a quantized projection
@@ -23,26 +24,17 @@ Differences from transformers' modeling_ibert.py:
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import logging
 import math
-import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
-import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import HFConfig, Pooler, init_weights, select_masked
-from .quant.modules import FORCE_DEQUANT, IntGELU, IntLayerNorm, IntSoftmax, QuantAct, QuantEmbedding, QuantLinear
-
-logger = logging.getLogger(__name__)
+from ..layers import HFConfig, Pooler, init_weights, position_ids, select_masked
+from .quant import FORCE_DEQUANT, IntGELU, IntLayerNorm, IntSoftmax, QuantAct, QuantEmbedding, QuantLinear
 
 # Bit widths of I-BERT (transformers' IBert* modules hard-code the same).
 WEIGHT_BIT, BIAS_BIT, ACT_BIT = 8, 32, 8
@@ -116,12 +108,6 @@ def _quant_linear(in_features: int, out_features: int, config: IBertConfig) -> Q
 def _layer_norm(config: IBertConfig, width: int | None = None) -> IntLayerNorm:
     return IntLayerNorm(width or config.hidden_size, eps=config.layer_norm_eps, output_bit=LAYER_NORM_OUTPUT_BIT,
                         quant_mode=config.quant_mode, force_dequant=config.force_dequant)
-
-
-def position_ids(input_ids: torch.Tensor, padding_idx: int) -> torch.Tensor:
-    """RoBERTa's positions: padding_idx + 1, + 2, ... counting the tokens, padding_idx at padding."""
-    is_token = input_ids.ne(padding_idx).int()
-    return (torch.cumsum(is_token, dim=1) * is_token).long() + padding_idx
 
 
 def additive_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -263,7 +249,7 @@ class IBertEncoder(nn.Module):
     all of them at once would waste bits on each. So every application is its own IBertLayer (own QuantActs,
     softmax range, LayerNorm shift), whose QuantLinear modules are the first such application's modules and whose
     LayerNorm weight and bias are its parameters. The weights are then one set of tensors, which the optimizer
-    sees once and which checkpoints store once, under the first application's names (see unique_state); a shared
+    sees once and which checkpoints store once, under the first application's names (layers.unique_state); a shared
     QuantLinear's bias_integer (a cache, recomputed from the input's scale at every call) holds its last call's.
     """
 
@@ -280,7 +266,7 @@ class IBertEncoder(nn.Module):
         # As in transformers (whose IBertLayer returns no scale), every layer is told the embeddings' output
         # scale, also where its input has another: the inputs of its q/k/v projections and of its attention
         # residual are then x / scale, integers times (true scale / embeddings' scale), and round to integers
-        # only at the next requantization. Checkpoints were fine-tuned so; the runtime does the same rescale.
+        # only at the next requantization. Checkpoints were fine-tuned so; integer.py does the same rescale.
         for layer in self.layer:
             x, out_scale = layer(x, scale, mask)
         return x, out_scale
@@ -294,17 +280,6 @@ def _share_weights(layer: IBertLayer, owner: IBertLayer) -> None:
         elif isinstance(module, IntLayerNorm):
             norm = layer.get_submodule(name)
             norm.weight, norm.bias = module.weight, module.bias
-
-
-def unique_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """state_dict with every tensor once, under its first name: shared layers' weights (IBertEncoder) are
-    stored once, as the model holds them."""
-    state, seen = {}, set()
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        if id(tensor) not in seen:
-            seen.add(id(tensor))
-            state[name] = tensor.detach()
-    return state
 
 
 @torch.no_grad()
@@ -406,7 +381,7 @@ HEADS = {
     "sequence_classification": IBertForSequenceClassification,
     "masked_lm": IBertForMaskedLM,
 }
-BASE_PREFIX = "ibert."  # a head model's encoder; tensors of transformers' tied decoder are ignored on load
+BASE_PREFIX = "ibert."  # a head model's base model (hf_format loads base and head checkpoints either way)
 
 
 @torch.no_grad()
@@ -423,184 +398,3 @@ def calibrate(model: nn.Module, batches: Iterable[dict]) -> None:
     for batch in batches:
         model(**batch)
     model.eval()
-
-
-# ---- Hugging Face format: config.json + model.safetensors; our names are transformers' names. ----
-
-def _read_config(directory: Path) -> dict:
-    path = directory / "config.json"
-    if not path.is_file():
-        raise ValueError(f"{directory}: no config.json (not a Hugging Face model directory)")
-    return json.loads(path.read_text())
-
-
-def _read_tensors(directory: Path) -> dict[str, torch.Tensor]:
-    path = directory / "model.safetensors"
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file (only model.safetensors is read, never pickled .bin files)")
-    return safetensors.torch.load_file(path)
-
-
-def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> None:
-    """Write config.json and model.safetensors that transformers' IBert* from_pretrained loads."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    config = {**model.config.to_hf_dict(), "architectures": [type(model).__name__]}
-    tensors = {k: v.contiguous().cpu() for k, v in unique_state(model).items()}
-    safetensors.torch.save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
-    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
-def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> list[str]:
-    """Copy tensors named as in transformers into `model`; a base model's file loads into a head and back.
-
-    Returns the names of head tensors the file lacks (left freshly initialised); a missing encoder tensor
-    or a shape mismatch is an error. A shared tensor is read once, under its first name (unique_state).
-    """
-    tensors = {k.removeprefix(BASE_PREFIX): v for k, v in tensors.items()}
-    state = unique_state(model)
-    missing = []
-    with torch.no_grad():
-        for name, ours in state.items():
-            key = name.removeprefix(BASE_PREFIX)
-            if key not in tensors:
-                missing.append(name)
-                continue
-            if tensors[key].shape != ours.shape:
-                raise ValueError(f"{source}: tensor {key} has shape {tuple(tensors[key].shape)}, "
-                                 f"the model expects {tuple(ours.shape)} (check config.json)")
-            ours.copy_(tensors[key])
-    broken = [n for n in missing if n.removeprefix(BASE_PREFIX).startswith(("embeddings", "encoder."))]
-    if broken:
-        raise ValueError(f"{source}: no tensor for {', '.join(broken[:5])}{' ...' if len(broken) > 5 else ''}"
-                         f" (is this a {type(model).__name__} checkpoint?)")
-    if missing:
-        logger.warning("%s: newly initialised (not in %s): %s", type(model).__name__, source, ", ".join(missing))
-    return missing
-
-
-def from_pretrained(directory: str | os.PathLike, head: str = "base", **config_overrides) -> nn.Module:
-    """Build the `head` model from an I-BERT config.json and load its model.safetensors.
-
-    config_overrides replace config fields (e.g. quant_mode=True to start QAT from a float checkpoint).
-    """
-    directory = Path(directory)
-    if head not in HEADS:
-        raise ValueError(f"unknown head {head!r} for ibert; valid: {', '.join(HEADS)}")
-    hf_config = _read_config(directory)
-    if hf_config.get("model_type") != "ibert":
-        raise ValueError(f"{directory / 'config.json'}: model_type {hf_config.get('model_type')!r}, "
-                         "expected 'ibert' (for BERT/ELECTRA/RoBERTa use ibert_from_float_pretrained)")
-    config = dataclasses.replace(IBertConfig.from_hf_dict(hf_config), **config_overrides)
-    model = HEADS[head](config)
-    load_state(model, _read_tensors(directory), str(directory / "model.safetensors"))
-    return model.eval()
-
-
-# ---- From a float BERT / ELECTRA / RoBERTa / ALBERT (BERT's post-LN layers) to an I-BERT QAT model. ----
-
-FLOAT_FAMILIES = ("albert", "bert", "electra", "roberta")
-
-# Head tensors by source model_type and our head: source name -> ours. ELECTRA's classifier is not mapped:
-# its activation is gelu where RoBERTa's (I-BERT's) is tanh, so it starts fresh.
-_FLOAT_HEADS = {
-    ("albert", "sequence_classification"): {"albert.pooler": "classifier.dense", "classifier": "classifier.out_proj"},
-    ("bert", "sequence_classification"): {"bert.pooler.dense": "classifier.dense",
-                                          "classifier": "classifier.out_proj"},
-    ("bert", "masked_lm"): {"cls.predictions.transform.dense": "lm_head.dense",
-                            "cls.predictions.transform.LayerNorm": "lm_head.layer_norm",
-                            "cls.predictions": "lm_head"},
-    ("electra", "masked_lm"): {"generator_predictions.dense": "lm_head.dense",
-                               "generator_predictions.LayerNorm": "lm_head.layer_norm",
-                               "generator_lm_head": "lm_head"},
-    ("roberta", "sequence_classification"): {"classifier": "classifier"},
-    ("roberta", "masked_lm"): {"lm_head": "lm_head"},
-}
-
-# transformers' ALBERT encoder modules (as hf_format.ENCODER_NAMES["albert"] writes them) -> I-BERT's (BERT's).
-_ALBERT_MODULES = {"encoder.embedding_hidden_mapping_in": "embeddings_project", "pooler": "pooler.dense"}
-_ALBERT_LAYER_MODULES = {"attention.query": "attention.self.query", "attention.key": "attention.self.key",
-                         "attention.value": "attention.self.value", "attention.dense": "attention.output.dense",
-                         "attention.LayerNorm": "attention.output.LayerNorm", "ffn": "intermediate.dense",
-                         "ffn_output": "output.dense", "full_layer_layer_norm": "output.LayerNorm"}
-_ALBERT_LAYER = re.compile(r"encoder\.albert_layer_groups\.(\d+)\.albert_layers\.(\d+)\.(.+)")
-
-
-def _float_encoder_name(name: str, model_type: str, config: IBertConfig) -> str | None:
-    """I-BERT's name (without `ibert.`) of a float checkpoint's encoder tensor; None for other tensors.
-
-    BERT's, ELECTRA's and RoBERTa's names are I-BERT's (ELECTRA's projection is embeddings_project, as ours).
-    The tensors of ALBERT's group layer go to the first layer application that runs it (IBertEncoder).
-    """
-    name = name.removeprefix(f"{model_type}.")
-    if model_type != "albert":
-        return name if name.startswith(("embeddings.", "embeddings_project.", "encoder.", "pooler.")) else None
-    if name.startswith("embeddings."):
-        return name
-    module, _, param = name.rpartition(".")
-    if module in _ALBERT_MODULES:
-        return f"{_ALBERT_MODULES[module]}.{param}"
-    match = _ALBERT_LAYER.fullmatch(module)
-    if match is None or match[3] not in _ALBERT_LAYER_MODULES:
-        return None
-    application = config.layer_runs().index(int(match[1]) * config.inner_group_num + int(match[2]))
-    return f"encoder.layer.{application}.{_ALBERT_LAYER_MODULES[match[3]]}.{param}"
-
-
-def _projected_width(src: dict) -> int | None:
-    """The float model's embedding width if it projects its embeddings up: ALBERT always, ELECTRA when E != H."""
-    if src["model_type"] == "albert" or src.get("embedding_size", src["hidden_size"]) != src["hidden_size"]:
-        return src["embedding_size"]
-    return None
-
-
-def _rename_head(name: str, table: dict[str, str]) -> str | None:
-    """The name under the table's module path that starts `name`, or None."""
-    for source, ours in table.items():
-        if name.startswith(source + "."):
-            return ours + name.removeprefix(source)
-    return None
-
-
-def ibert_from_float_pretrained(directory: str | os.PathLike, head: str = "base", quant_mode: bool = True,
-                                force_dequant: str = "none") -> tuple[nn.Module, list[str]]:
-    """An I-BERT model with the weights of a float BERT, ELECTRA, RoBERTa or ALBERT in Hugging Face format.
-
-    `directory` holds config.json (model_type albert, bert, electra or roberta; hidden_act gelu, or ALBERT's
-    gelu_new) and model.safetensors with transformers' names (as our hf_format.save_pretrained writes them).
-    Encoder weights map one to one, ELECTRA's and ALBERT's embedding projection included; ALBERT's shared layer
-    groups become shared layers (IBertEncoder). BERT/ELECTRA/ALBERT positions count from 0, I-BERT's
-    (RoBERTa's) from pad_token_id + 1, so the position table is shifted. Heads: BERT's and ALBERT's pooler +
-    classifier become RoBERTa's classifier dense + out_proj (equal in eval); MLM heads map; ELECTRA's
-    classifier does not (see _FLOAT_HEADS).
-
-    Returns (model, names of the tensors left freshly initialised). The activation ranges are not set:
-    run `calibrate` or quantization-aware fine-tuning before using the model in eval mode.
-    """
-    directory = Path(directory)
-    src = _read_config(directory)
-    model_type = src.get("model_type")
-    if model_type not in FLOAT_FAMILIES:
-        raise ValueError(f"{directory / 'config.json'}: model_type {model_type!r}; "
-                         f"expected {', '.join(FLOAT_FAMILIES)}")
-    pad = src.get("pad_token_id", 0)
-    offset = 0 if model_type == "roberta" else pad + 1
-    config = IBertConfig.from_hf_dict({**src, "pad_token_id": pad, "quant_mode": quant_mode,
-                                       "force_dequant": force_dequant, "embedding_size": _projected_width(src),
-                                       "max_position_embeddings": src["max_position_embeddings"] + offset})
-    if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
-    model = HEADS[head](config)
-    head_table = _FLOAT_HEADS.get((model_type, head), {})
-    tensors = {}
-    for name, tensor in _read_tensors(directory).items():
-        ours = _rename_head(name, head_table) or _float_encoder_name(name, model_type, config)
-        if ours is not None:
-            tensors[ours] = tensor
-    positions = tensors["embeddings.position_embeddings.weight"]
-    tensors["embeddings.position_embeddings.weight"] = torch.cat([positions.new_zeros(offset, positions.shape[1]),
-                                                                  positions])
-    for name, buffer in model.named_buffers():  # a float checkpoint has no ranges or integer copies
-        tensors.setdefault(name.removeprefix(BASE_PREFIX), buffer)
-    missing = load_state(model, tensors, str(directory / "model.safetensors"))
-    return model, missing

@@ -7,8 +7,8 @@ the roundings. A module built with quant_mode=False is its float counterpart and
 
 The arithmetic, constants and buffer names are those of transformers' `ibert/quant_modules.py`, so I-BERT
 checkpoints trained there (quant_mode=True) reproduce here. The methods that derive integer constants from
-scales (`erf_constants`, `exp_constants`, ...) are shared with runtime.py, which runs the same recipes on
-integer tensors. Two deliberate differences from transformers:
+scales (`erf_constants`, `exp_constants`, ...) are shared with export.py, whose integer-only model
+(integer.py, int_ops.py) runs the same recipes on integer tensors. Two deliberate differences from transformers:
 - IntSoftmax requantizes its integer exponentials to 16 bits directly. transformers divides them by their
   float scale first, which overflows float32 (inf) when the score scale is below ~4e-5 (q/k ranges under
   about +-2.3); where it does not overflow both give the same integers.

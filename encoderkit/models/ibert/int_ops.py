@@ -1,7 +1,7 @@
-"""The integer-only I-BERT's computation (runtime.py) as functions of integer tensors: int8 GEMMs
+"""The integer-only I-BERT's computation (integer.py) as functions of integer tensors: int8 GEMMs
 (torch._int_mm) and the elementwise chains between them.
 
-The recipes and constants are those of the QAT modules (modules.py). The runtime calls three stages, `embed`,
+The recipes and constants are those of the QAT modules (quant.py). The integer model calls three stages, `embed`,
 `dense` (the embeddings' projection) and `layer` (built of `project`, `attend` and `feed_forward`); each
 takes its block's constants as a dict of tensors, so one compiled graph serves every layer. `fused(fn)` is
 fn compiled by torch.compile: each chain becomes one vectorized C++ loop nest (one pass over memory) and the
@@ -105,7 +105,7 @@ def dense(h: torch.Tensor, t: dict) -> torch.Tensor:
 
 def project(h: torch.Tensor, a: dict) -> torch.Tensor:
     """int8 rows (R, H) -> q, k, v accumulators (+ bias) -> int8 (R, 3H). `rescale` first corrects an input
-    whose true scale differs from the one the layer was told (see ibert.IBertEncoder; identity if equal)."""
+    whose true scale differs from the one the layer was told (see model.IBertEncoder; identity if equal)."""
     z = fixed_mul(linear(h, a["qkv_weight"]).long(), a["qkv_rescale_m"], a["qkv_rescale_e"])
     return requantize_int8(z, a["qkv_bias"], a["qkv_m"], a["qkv_e"])
 
@@ -151,7 +151,7 @@ def residual_layernorm(acc: torch.Tensor, residual: torch.Tensor, t: dict) -> to
 def gelu_requant(acc: torch.Tensor, f: dict) -> torch.Tensor:
     """i-GELU of the dense accumulators + bias: x * (erf_int + 1_int) with erf(x / sqrt 2) ~
     sign(x) ((min(|x|, -b) + b)^2 + c) / 2^14; then two 8-bit requantizations (the GELU's QuantAct and the
-    next layer's input QuantAct). The first is runtime._wide_fixed_point's: shift, clamp, multiply."""
+    next layer's input QuantAct). The first is export._wide_fixed_point's: shift, clamp, multiply."""
     erf_b, limit = f["erf_b"], f["gelu_limit"]
     x = acc.to(erf_b.dtype) + f["bias"]
     clipped = torch.minimum(x.abs(), -erf_b) + erf_b
