@@ -18,12 +18,13 @@ import json
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import safetensors.torch
 import torch
 from torch import nn
+
+from encoderkit.files import atomic_write, write_text
 
 from .albert import AlbertConfig, AlbertForMaskedLM, AlbertForPreTraining, AlbertForSequenceClassification, AlbertModel
 from .electra import (
@@ -224,17 +225,6 @@ def parameter_breakdown(model: nn.Module) -> dict[str, int]:
     return counts
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> None:
     """Write config.json and model.safetensors so that transformers' from_pretrained loads the model.
 
@@ -250,12 +240,9 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> None:
     names = hf_names(model)
     tensors = {names[k]: v.contiguous().cpu() for k, v in unique_state(model).items()}
 
-    def write_config(tmp):
-        Path(tmp).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-    _atomic_write(directory / "model.safetensors",
-                  lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata={"format": "pt"}))
-    _atomic_write(directory / "config.json", write_config)
+    atomic_write(directory / "model.safetensors",
+                 lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata={"format": "pt"}))
+    write_text(directory / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def read_config(directory: str | os.PathLike) -> dict:
