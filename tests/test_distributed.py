@@ -3,6 +3,7 @@ trains on its own rows, one process trains the tokenizer and writes the run dir,
 process on the same global batch, metrics included."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -29,7 +30,7 @@ def run(prefix, recipe, corpus, out, *extra):
     # The recipe as shipped, made small: sizes and steps only (no dropout setting is overridden).
     args = [*prefix, "-m", "encoderkit", "pretrain", recipe, *tiny(corpus, out)[1:], "train.max_steps=3",
             "train.save_every=3", *extra]
-    env = {k: v for k, v in __import__("os").environ.items() if k != "ACCELERATE_USE_CPU"}
+    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
     result = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stderr
@@ -74,3 +75,27 @@ def test_two_processes_match_one_process(recipe, model_file, launcher, corpus, t
     for name in single:
         # Same batch, same noise, same initial weights: only the order of the gradient sums differs.
         assert torch.allclose(single[name], double[name], atol=1e-5, rtol=0), name
+
+
+def test_entry_point_lets_accelerate_see_cpu_processes(monkeypatch):
+    from encoderkit.runtime import use_cpu_processes
+
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    use_cpu_processes()
+    assert "ACCELERATE_USE_CPU" not in os.environ  # a single process is left alone
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "False")  # what `accelerate launch` without --cpu passes
+    use_cpu_processes()
+    expected = "False" if torch.cuda.is_available() else "1"
+    assert os.environ["ACCELERATE_USE_CPU"] == expected
+
+
+def test_a_launch_accelerate_does_not_see_is_refused(monkeypatch):
+    from encoderkit.errors import UserError
+    from encoderkit.train.loop import make_accelerator
+
+    assert make_accelerator().num_processes == 1
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it, for a process accelerate counts as alone
+    with pytest.raises(UserError, match=r"the launcher started 2 processes \(WORLD_SIZE\) but accelerate sees 1"):
+        make_accelerator()
