@@ -123,6 +123,7 @@ def train(
     progress = _progress(console, accelerator.is_main_process)
     task = progress.add_task("train", total=cfg.max_steps, completed=step, status="")
 
+    applied = 0  # steps applied by this call (not counting those before a resume)
     model.train()
     with progress:
         while step < cfg.max_steps:
@@ -145,11 +146,10 @@ def train(
                 console.log(f"[yellow]step {step + 1}: non-finite {broken}, step not applied")
             else:
                 nonfinite_run = 0
+                applied += 1
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             step += 1
-            if nonfinite_run >= cfg.max_nonfinite_steps:
-                raise TrainingDiverged(_diverged_message(nonfinite_run, step, broken, cfg, run_dir, nonfinite_total))
 
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 elapsed = time.perf_counter() - window_start
@@ -167,6 +167,8 @@ def train(
                     progress.update(task, status=_status(last_metrics, shown))
                     if not console.is_terminal:
                         console.log(_status(last_metrics, shown))
+            if nonfinite_run >= cfg.max_nonfinite_steps:
+                raise TrainingDiverged(_diverged_message(nonfinite_run, step, broken, cfg, run_dir, applied, resume))
             if evaluate is not None and eval_every and step % eval_every == 0 and step < cfg.max_steps:
                 _run_evaluation(evaluate, model, raw_model, step, metrics_file, accelerator, console)
             if step % cfg.save_every == 0 or step == cfg.max_steps:
@@ -198,13 +200,14 @@ def _resume(run_dir, raw_model, optimizer, scheduler, schedule, batches, objecti
     optimizer and schedule would bring back the old one. Metrics logged after the checkpoint are dropped,
     since those steps run again."""
     base_lrs = list(scheduler.base_lrs)  # as built from cfg, before loading
+    main = accelerator.is_main_process
     state = resume_checkpoint(run_dir, raw_model, optimizer, scheduler, batches, objective, _geometry(cfg),
-                              log=console.log if accelerator.is_main_process else lambda message: None)
+                              log=console.log if main else lambda message: None, set_aside=main)
     step = state["step"]
     scheduler.base_lrs = base_lrs
     for group, base in zip(optimizer.param_groups, base_lrs):
         group["initial_lr"], group["lr"] = base, base * schedule(step)
-    if accelerator.is_main_process:
+    if main:
         drop_metrics_after(run_dir, step)
     accelerator.wait_for_everyone()
     console.log(f"resumed from step {step}")
@@ -251,19 +254,24 @@ class _Rollback:
         self.optimizer.state.update(self.state)
 
 
-def _diverged_message(streak: int, step: int, broken: str, cfg: TrainConfig, run_dir: Path, total: int) -> str:
+def _diverged_message(streak: int, step: int, broken: str, cfg: TrainConfig, run_dir: Path, applied: int,
+                      resumed: bool) -> str:
     checkpoint = latest_checkpoint(run_dir, missing_ok=True)
+    what = f"training diverged: {streak} non-finite steps in a row (last: {broken}) at step {step}"
     if not math.isfinite(cfg.max_grad_norm):
         fix = f"set a finite train.max_grad_norm (now {cfg.max_grad_norm})"
     elif not math.isfinite(cfg.learning_rate):
         fix = f"set a finite train.learning_rate (now {cfg.learning_rate})"
-    elif total == step and checkpoint is None:  # no step ever applied: the start itself is broken
+    elif applied == 0 and resumed:  # the checkpoint itself is beyond repair by a lower rate
+        return (f"{what}, none finite since the resume from {checkpoint}: its weights already give them; start "
+                f"a new run (another output.dir, or --overwrite) with a lower train.learning_rate")
+    elif applied == 0:
         fix = "the initial weights already give them: check the model's initialisation (model.initializer_range)"
     else:
         fix = f"lower train.learning_rate (now {cfg.learning_rate:g})"
     where = (f"resume from {checkpoint} (--resume) with the change" if checkpoint is not None
              else "no checkpoint was written; start again with the change")
-    return f"training diverged: {streak} non-finite steps in a row (last: {broken}) at step {step}; {fix}; {where}"
+    return f"{what}; {fix}; {where}"
 
 
 def _run_evaluation(evaluate, model, raw_model, step, metrics_file, accelerator, console) -> dict:

@@ -177,11 +177,11 @@ class DamagedCheckpoint(Exception):
 
 
 def resume_checkpoint(run_dir, model, optimizer, scheduler, batches, objective, geometry: dict | None = None,
-                      log=print) -> dict:
+                      log=print, set_aside: bool = True) -> dict:
     """Restore the newest complete checkpoint (saying through `log` which newer ones were skipped and why)
     and return its trainer state (step, nonfinite_steps, ...). Skipped ones are moved aside to
-    checkpoints/damaged-step-N, out of rotation. A checkpoint of another model size or batch geometry is
-    refused, naming the setting."""
+    checkpoints/damaged-step-N, out of rotation, if `set_aside` (the main process). A checkpoint of another
+    model size or batch geometry is refused, naming the setting."""
     root = Path(run_dir) / CHECKPOINTS
     skipped = []
     for path in sorted(root.glob("step-*"), reverse=True):
@@ -205,7 +205,7 @@ def resume_checkpoint(run_dir, model, optimizer, scheduler, batches, objective, 
             batches.load_state_dict(state["batches"])
         if state["objective"] is not None and hasattr(objective, "load_state_dict"):
             objective.load_state_dict(state["objective"])
-        for damaged, _ in skipped:
+        for damaged, _ in skipped if set_aside else ():
             aside = damaged.with_name(f"damaged-{damaged.name}")
             with writing(root):
                 shutil.rmtree(aside, ignore_errors=True)
