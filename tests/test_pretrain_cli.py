@@ -303,3 +303,15 @@ def test_other_divergences_end_in_one_line_without_a_checkpoint(corpus, tmp_path
     assert not list((out / "checkpoints").glob("step-*"))
     if (out / "metrics.jsonl").exists():
         strict_json_lines(out / "metrics.jsonl")
+
+
+@pytest.mark.slow
+def test_the_recorded_recipe_is_the_one_that_ran(run_dir, corpus, tmp_path):
+    import yaml
+
+    recorded = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    assert recorded["model"]["vocab_size"] == json.loads((run_dir / "config.json").read_text())["vocab_size"] == 50
+    result = cli("pretrain", *tiny(corpus, tmp_path / "out"), "model.vocab_size=30000")
+    assert result.returncode == 2 and not (tmp_path / "out").exists()
+    assert result.stderr == ("error: model.vocab_size: not a setting: it follows the tokenizer; "
+                             "set tokenizer.vocab_size (or tokenizer.path)\n")
