@@ -10,8 +10,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from encoderkit.train.config import TrainConfig
-from encoderkit.train.loop import TrainingDiverged, latest_checkpoint, train
+from encoderkit.train.loop import TrainingDiverged, train
 from encoderkit.train.optim import Lamb, warmup_then_decay
+from encoderkit.train.run_dir import latest_checkpoint
 
 
 class ToyStream:

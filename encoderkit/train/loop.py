@@ -29,8 +29,8 @@ from encoderkit.train.optim import build_optimizer, parameter_groups, warmup_the
 from encoderkit.train.run_dir import (
     METRICS_FILE,
     append_metrics,
+    complete_checkpoint,
     drop_metrics_after,
-    latest_checkpoint,
     resume_checkpoint,
     save_checkpoint,
 )
@@ -256,7 +256,7 @@ class _Rollback:
 
 def _diverged_message(streak: int, step: int, broken: str, cfg: TrainConfig, run_dir: Path, applied: int,
                       resumed: bool) -> str:
-    checkpoint = latest_checkpoint(run_dir, missing_ok=True)
+    checkpoint = complete_checkpoint(run_dir)
     what = f"training diverged: {streak} non-finite steps in a row (last: {broken}) at step {step}"
     if not math.isfinite(cfg.max_grad_norm):
         fix = f"set a finite train.max_grad_norm (now {cfg.max_grad_norm})"
