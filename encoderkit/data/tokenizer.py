@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import sentencepiece as spm
 
 from encoderkit.errors import UserError
+from encoderkit.files import atomic_write, write_json, write_text
 
 if TYPE_CHECKING:
     import tokenizers
@@ -298,7 +299,8 @@ class SentencePieceTokenizer(Tokenizer):
         """Write `spiece.model` and a `tokenizer_config.json` that transformers' AlbertTokenizer reads."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / MODEL_FILE).write_bytes(self.model_proto)
+        # Atomic: a spiece.model cut short at a record boundary still parses, as a smaller vocabulary.
+        atomic_write(directory / MODEL_FILE, lambda tmp: Path(tmp).write_bytes(self.model_proto))
         config = {
             "tokenizer_class": "AlbertTokenizer",
             "do_lower_case": self.do_lower_case,
@@ -320,7 +322,7 @@ class SentencePieceTokenizer(Tokenizer):
                 "__type": "AddedToken",
             },
         }
-        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        write_json(directory / CONFIG_FILE, config)
 
     # ----------------------------------------------------------------------------------------------
     # text <-> ids
@@ -452,8 +454,8 @@ class WordPieceTokenizer(Tokenizer):
         """Write vocab.txt, tokenizer.json and a tokenizer_config.json transformers' BertTokenizer reads."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / VOCAB_FILE).write_text("".join(piece + "\n" for piece in self.pieces), encoding="utf-8")
-        self.backend.save(str(directory / TOKENIZER_JSON))
+        write_text(directory / VOCAB_FILE, "".join(piece + "\n" for piece in self.pieces))
+        atomic_write(directory / TOKENIZER_JSON, self.backend.save)
         pad, unk, cls, sep, mask = self.special_tokens
         config = {
             "tokenizer_class": "BertTokenizer",
@@ -468,7 +470,7 @@ class WordPieceTokenizer(Tokenizer):
         }
         if self.model_max_length is not None:
             config["model_max_length"] = self.model_max_length
-        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        write_json(directory / CONFIG_FILE, config)
 
     # ----------------------------------------------------------------------------------------------
     # text <-> ids
