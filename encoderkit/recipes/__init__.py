@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from encoderkit import fields
 from encoderkit.errors import UserError
 from encoderkit.fields import value_range
 from encoderkit.train.config import TrainConfig
@@ -211,17 +210,7 @@ def validate(raw: dict) -> PretrainRecipe:
 
 
 def _check_consistency(recipe: PretrainRecipe) -> None:
-    cfg, train = recipe.model.config, recipe.train
-    if cfg.hidden_size % cfg.num_attention_heads:
-        raise RecipeError(
-            f"model.hidden_size: {cfg.hidden_size} is not divisible by "
-            f"model.num_attention_heads={cfg.num_attention_heads}"
-        )
-    if cfg.num_hidden_layers % getattr(cfg, "num_hidden_groups", 1):
-        raise RecipeError(
-            f"model.num_hidden_groups: {cfg.num_hidden_groups} does not divide "
-            f"model.num_hidden_layers={cfg.num_hidden_layers}"
-        )
+    cfg, train = recipe.model.config, recipe.train  # the model config's own rules ran as it was built
     if recipe.data.max_seq_length > cfg.max_position_embeddings:
         raise RecipeError(
             f"data.max_seq_length: {recipe.data.max_seq_length} exceeds "
@@ -242,97 +231,11 @@ def _check_consistency(recipe: PretrainRecipe) -> None:
 
 
 def _build(cls, raw: Any, prefix: str):
-    """Build dataclass `cls` from a mapping, checking keys, types and ranges."""
-    section = prefix.rstrip(".") or "recipe"
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{section}: expected a mapping of keys, got {type(raw).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise RecipeError(f"{prefix}{unknown[0]}: unknown key; valid keys are: {', '.join(fields)}")
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for name, f in fields.items():
-        key = f"{prefix}{name}"
-        if name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                if dataclasses.is_dataclass(hints[name]):
-                    values[name] = _build(hints[name], {}, key + ".")
-                    continue
-                raise RecipeError(f"{key}: missing (required)")
-            continue
-        values[name] = _coerce(hints[name], raw[name], key)
-        _checkvalue_range(f, values[name], key)
-    return cls(**values)
-
-
-def _coerce(tp, value, key):
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key + ".")
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(option, value, key)
-            except RecipeError as err:
-                errors.append(err)
-        raise errors[0]
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise RecipeError(f"{key}: {value!r} is not one of: {', '.join(map(str, choices))}")
-        return value
-    if origin is dict:
-        key_tp, value_tp = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise RecipeError(f"{key}: expected a mapping, got {value!r}")
-        return {_coerce(key_tp, k, key): _coerce(value_tp, v, f"{key}.{k}") for k, v in value.items()}
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise RecipeError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise RecipeError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise RecipeError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            # YAML reads 1e-4 (no dot) as a string.
-            try:
-                return float(value)
-            except (TypeError, ValueError):
-                raise RecipeError(f"{key}: expected a number, got {value!r}") from None
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise RecipeError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise RecipeError(f"{key}: unsupported type {tp}")
-
-
-def _checkvalue_range(f, value, key):
-    lo, hi, lo_open = f.metadata.get("lo"), f.metadata.get("hi"), f.metadata.get("lo_open")
-    if value is None or (lo is None and hi is None):
-        return
-    if lo is not None and (value < lo or (lo_open and value == lo)):
-        raise RecipeError(f"{key}: {value} is out of range (must be {'>' if lo_open else '>='} {lo})")
-    if hi is not None and value > hi:
-        raise RecipeError(f"{key}: {value} is out of range (must be <= {hi})")
+    """Build dataclass `cls` from a mapping, checking keys, types and ranges (encoderkit.fields' rules)."""
+    try:
+        return fields.build(cls, raw, prefix)
+    except fields.FieldError as err:
+        raise RecipeError(str(err)) from None
 
 
 def to_dict(recipe) -> dict:
