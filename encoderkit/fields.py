@@ -22,9 +22,14 @@ from encoderkit.errors import UserError
 class FieldError(UserError):
     """A value a config field does not take: `key` (dotted, e.g. model.hidden_size) and what is wrong."""
 
-    def __init__(self, key: str, problem: str):
-        super().__init__(f"{key}: {problem}")
-        self.key, self.problem = key, problem
+    def __init__(self, key: str, problem: str, related: str | None = None):
+        """`related`: the other field a relation names, put where `problem` says {related}."""
+        super().__init__(f"{key}: {problem.format(related=related) if related else problem}")
+        self.key, self.problem, self.related = key, problem, related
+
+    def under(self, prefix: str) -> FieldError:
+        """The same error for a config that sits under `prefix` (e.g. "model.")."""
+        return FieldError(prefix + self.key, self.problem, self.related and prefix + self.related)
 
 
 def value_range(lo=None, hi=None, lo_open: bool = False, hi_open: bool = False, multiple_of: str | None = None,
@@ -56,7 +61,7 @@ def check(obj, prefix: str = "") -> None:
             other_name = f.metadata.get(relation)
             other = getattr(obj, other_name, None) if other_name else None
             if value is not None and other is not None and not holds(value, other):
-                raise FieldError(prefix + f.name, f"{value} {must} {prefix}{other_name}={other}")
+                raise FieldError(prefix + f.name, f"{value} {must} {{related}}={other}", prefix + other_name)
 
 
 # relation -> (test of (value, other field's value), what the message says when it fails)
@@ -119,11 +124,10 @@ def build(cls, raw: Any, prefix: str = ""):
             continue
         values[name] = coerce(hints[name], raw[name], key)
     try:
-        obj = cls(**values)  # a config that checks itself on construction raises without the prefix
-        check(obj, prefix)
-    except FieldError as err:
-        key = err.key if err.key.startswith(prefix) else prefix + err.key
-        raise FieldError(key, err.problem) from None
+        obj = cls(**values)
+    except FieldError as err:  # a config that checks itself as it is built (the model configs)
+        raise err.under(prefix) from None
+    check(obj, prefix)
     return obj
 
 

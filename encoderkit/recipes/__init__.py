@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -131,9 +132,30 @@ def copy_bundled(name: str, dest: str | Path) -> Path:
     return target
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, except that a key written twice in one mapping is an error at its line (plain
+    YAML keeps the last one, so an edit above a forgotten duplicate would silently do nothing)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # the base class refuses it, with its own message
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}; write each key once",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: Path) -> dict:
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {err.start}); save the recipe as UTF-8") from None
+    except OSError as err:
+        raise RecipeError(f"{path}: cannot be read ({err.strerror})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -159,7 +181,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 child = node[part] = {}
             node = child
         try:
-            node[parts[-1]] = yaml.safe_load(text) if text != "" else None
+            node[parts[-1]] = yaml.load(text, Loader=_UniqueKeyLoader) if text != "" else None
         except yaml.YAMLError:
             node[parts[-1]] = text
     return raw
@@ -228,6 +250,13 @@ def _check_consistency(recipe: PretrainRecipe) -> None:
         )
     if recipe.tokenizer.path and not Path(recipe.tokenizer.path).exists():
         raise RecipeError(f"tokenizer.path: '{recipe.tokenizer.path}' does not exist")
+    if recipe.data.source != "default":  # local files must exist now, not when the stream reaches them
+        from encoderkit.data.corpus import CorpusError, local_files
+
+        try:
+            local_files(recipe.data.source)
+        except CorpusError as err:
+            raise RecipeError(f"data.source: {err}") from None
 
 
 def _build(cls, raw: Any, prefix: str):
