@@ -13,6 +13,7 @@ import io
 import json
 import shutil
 import struct
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -237,3 +238,169 @@ def test_a_damaged_model_dir_is_one_line_and_exit_2(command, damage, dirs, monke
     assert_one_line_error(code, err, expected)
     assert fingerprint(model) == before  # nothing in the model dir changed
     assert not out.exists()  # and nothing was written
+
+
+# ---- a dir without the head a command needs --------------------------------------------------------
+
+WRONG_HEADS = {
+    "generator to rtd": ("generator", ["rtd"], "this is an ELECTRA generator (ElectraForMaskedLM): use `encoderkit "
+                                               "fill-mask"),
+    "discriminator to fill-mask": ("discriminator", ["fill-mask"], "this is an ELECTRA discriminator "
+                                                                   "(ElectraForPreTraining): use `encoderkit rtd"),
+    "discriminator to predict": ("discriminator", ["predict"], "holds no classifier"),
+    "pretrained ALBERT to predict": ("albert", ["predict"], "(AlbertForPreTraining): use `encoderkit fill-mask"),
+    "classifier to fill-mask": ("classifier", ["fill-mask"], "(ElectraForSequenceClassification): use `encoderkit "
+                                                             "predict"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_HEADS))
+def test_inference_without_the_head_is_one_line_with_the_fix(case, dirs, monkeypatch, capsys):
+    source, args, expected = WRONG_HEADS[case]
+    before = fingerprint(dirs[source])
+    code, err = run_cli([*args, "--model", str(dirs[source])], monkeypatch, capsys, "The cat [MASK] on the mat.\n")
+    assert_one_line_error(code, err, expected)
+    assert fingerprint(dirs[source]) == before
+
+
+def test_fine_tuning_starts_a_fresh_head_and_says_so_once(dirs):
+    from encoderkit.models.load import load_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # as a command line run shows them: each message once
+        models = [load_model(dirs["discriminator"], "sequence_classification", num_labels=3) for _ in range(3)]
+    assert [str(w.message) for w in caught] == [
+        f"{dirs['discriminator']} has no sequence_classification head (classifier.dense.weight, ...): it starts "
+        "freshly initialised"]
+    assert models[0].classifier.out_proj.weight.shape == (3, ELECTRA["hidden_size"])
+    # a dir that has the head loads it without a word
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_model(dirs["classifier"], "sequence_classification", require_head=True)
+    assert caught == []
+
+
+# ---- hostile recipes and overrides ---------------------------------------------------------------------
+
+HOSTILE_OVERRIDES = {
+    "model.hidden_size=-128": "model.hidden_size: -128 is out of range (must be >= 1)",
+    "model.num_attention_heads=0": "model.num_attention_heads: 0 is out of range",
+    "model.num_attention_heads=5": "model.hidden_size: 128 is not divisible by model.num_attention_heads=5",
+    "model.hidden_act=nonsense": "model.hidden_act: 'nonsense' is not one of: gelu",
+    "model.hidden_dropout_prob=2": "model.hidden_dropout_prob: 2.0 is out of range (must be in [0, 1))",
+    "model.attention_probs_dropout_prob=1": "model.attention_probs_dropout_prob: 1.0 is out of range",
+    "model.classifier_dropout_prob=-0.1": "model.classifier_dropout_prob: -0.1 is out of range",
+    "model.inner_group_num=0": "model.inner_group_num: 0 is out of range",
+    "model.num_hidden_groups=0": "model.num_hidden_groups: 0 is out of range",
+    "model.num_hidden_groups=9": "model.num_hidden_groups: 9 is out of range: it must be at most "
+                                 "model.num_hidden_layers=4",
+    "model.layer_norm_eps=0": "model.layer_norm_eps: 0.0 is out of range (must be > 0)",
+    "model.initializer_range=.nan": "model.initializer_range: nan is not a finite number",
+    "model.max_position_embeddings=0": "model.max_position_embeddings: 0 is out of range",
+    "model.embedding_size=abc": "model.embedding_size: expected an integer, got 'abc'",
+    "model.hidden_size=[1]": "model.hidden_size: expected an integer, got [1]",
+    "model.pad_token_id=-1": "model.pad_token_id: -1 is out of range",
+    "model.problem_type=ranking": "model.problem_type: 'ranking' is not one of",
+    "model.family=gpt": "model.family: 'gpt' is not one of",
+    "model.vocab_size=100": "model.vocab_size: not a setting",
+    "model.nonsense=1": "model.nonsense: unknown key",
+    "train.learning_rate=.inf": "train.learning_rate: inf is not a finite number",
+    "train.learning_rate=-.inf": "train.learning_rate: -inf is not a finite number",
+    "train.learning_rate=true": "train.learning_rate: expected a number, got True",
+    "train.max_grad_norm=.nan": "train.max_grad_norm: nan is not a finite number",
+    "train.adam_beta1=1": "train.adam_beta1: 1.0 is out of range (must be in [0, 1))",
+    "train.adam_beta2=-0.5": "train.adam_beta2: -0.5 is out of range",
+    "train.max_steps=0": "train.max_steps: 0 is out of range",
+    "train.batch_size=3.5": "train.batch_size: expected an integer",
+    "train.optimizer=sgd": "train.optimizer: 'sgd' is not one of: adamw, lamb",
+    "data.source=[]": "data.source: an empty list of files",
+    "data.source=missing.txt": "data.source: no such corpus file: 'missing.txt'",
+    "data.source=[missing.txt]": "data.source: no such corpus file: 'missing.txt'",
+    "data.source=nothing-*.txt": "data.source: no file matches the glob",
+    "data.source=3": "data.source: expected a string, got 3",
+    "data.max_seq_length=4096": "data.max_seq_length: 4096 exceeds model.max_position_embeddings",
+    "data.masked_lm_prob=0": "data.masked_lm_prob: 0.0 is out of range",
+    "tokenizer.path=missing/spiece.model": "tokenizer.path: 'missing/spiece.model' does not exist",
+    "tokenizer.vocab_size=-1": "tokenizer.vocab_size: -1 is out of range",
+    "train=3": "override 'train': not key=value|train: expected a mapping",
+    "train.max_steps": "override 'train.max_steps' is not key=value",
+    "=3": "override '=3' is not key=value",
+    "train.max_steps.x=1": "'train.max_steps' is not a section",
+    "objective=nonsense": "objective: 'nonsense' is not one of",
+}
+
+
+@pytest.mark.parametrize("override", list(HOSTILE_OVERRIDES))
+def test_a_hostile_override_is_one_line_and_exit_2_and_writes_nothing(override, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)  # relative data files are looked up here
+    out = tmp_path / "run"
+    for args in (["recipes", "validate", "albert-tiny"], ["pretrain", "albert-tiny", "--dry-run"],
+                 ["pretrain", "albert-tiny", f"output.dir={out}"]):
+        code, err = run_cli([*args, override], monkeypatch, capsys)
+        assert_one_line_error(code, err, HOSTILE_OVERRIDES[override])
+    assert list(tmp_path.iterdir()) == []  # no run dir, no tokenizer, nothing
+
+
+def test_overrides_of_every_recipe_kind_are_checked(monkeypatch, capsys):
+    for recipe, override, expected in (
+            ("electra-tiny", "model.hidden_act=nonsense", "model.hidden_act: 'nonsense' is not one of"),
+            ("electra-tiny", "model.hidden_size=102", "model.hidden_size: 102 is not divisible by"),
+            ("electra-tiny", "rtd.discriminator_weight=.inf", "rtd.discriminator_weight: inf is not a finite"),
+            ("glue-electra-small", "finetune.classifier_dropout=1", "finetune.classifier_dropout: 1.0 is out of"),
+            ("glue-electra-small", "train.adam_beta1=1", "train.adam_beta1: 1.0 is out of range"),
+            ("quantize-glue", "quantize.act_range_momentum=.nan", "quantize.act_range_momentum: nan is not a")):
+        code, err = run_cli(["recipes", "validate", recipe, override], monkeypatch, capsys)
+        assert_one_line_error(code, err, expected)
+
+
+HOSTILE_FILES = {
+    "duplicate key": (b"name: x\nobjective: mlm_sop\nmodel:\n  family: albert\ntrain:\n  max_steps: 3\n"
+                      b"  max_steps: 4\n", "line 7: not valid YAML (duplicate key 'max_steps'; write each key once)"),
+    "duplicate section": (b"name: x\nobjective: mlm_sop\nmodel:\n  family: albert\nmodel:\n  family: albert\n",
+                          "line 5: not valid YAML (duplicate key 'model'"),
+    "invalid UTF-8": (b"name: caf\xe9\nobjective: mlm_sop\n", "not UTF-8 text (byte 9); save the recipe as UTF-8"),
+    "binary": (bytes(range(256)), "not UTF-8 text"),
+    "not YAML": (b"model: [unclosed\n", "not valid YAML"),
+    "a list": (b"- 1\n- 2\n", "a recipe is a YAML mapping of sections"),
+    "empty": (b"", "a recipe is a YAML mapping of sections"),
+    "missing data file": (b"name: x\nobjective: mlm_sop\nmodel:\n  family: albert\ndata:\n  source: gone.txt\n",
+                          "data.source: no such corpus file: 'gone.txt'"),
+    "unknown section": (b"name: x\nobjective: mlm_sop\nmodel:\n  family: albert\nextra: 1\n", "extra: unknown key"),
+    "a section that is a number": (b"name: x\nobjective: mlm_sop\nmodel:\n  family: albert\ntrain: 3\n",
+                                   "train: expected a mapping of keys, got int"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_FILES))
+def test_a_hostile_recipe_file_is_one_line_and_exit_2(case, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    content, expected = HOSTILE_FILES[case]
+    (tmp_path / "recipe.yaml").write_bytes(content)
+    for args in (["recipes", "validate"], ["recipes", "show"], ["pretrain", "--dry-run"]):
+        code, err = run_cli([*args, "recipe.yaml"], monkeypatch, capsys)
+        assert_one_line_error(code, err, expected)
+    assert (tmp_path / "recipe.yaml").read_bytes() == content and len(list(tmp_path.iterdir())) == 1
+
+
+# ---- the real entry point -------------------------------------------------------------------------------
+
+
+def run_entry_point(*args, stdin=""):
+    return subprocess.run([sys.executable, "-m", "encoderkit", *args], input=stdin, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_the_entry_point_gives_one_line_for_bad_dirs_and_recipes(dirs, tmp_path):
+    truncated = tmp_path / "truncated"
+    shutil.copytree(dirs["albert"], truncated)
+    DAMAGE["weights truncated"][0](truncated)
+    (tmp_path / "dup.yaml").write_bytes(HOSTILE_FILES["duplicate key"][0])
+    for args, stdin, expected in (
+            (["fill-mask", "--model", str(truncated)], "The [MASK] sat.\n", "not a complete safetensors file"),
+            (["rtd", "--model", str(dirs["generator"])], "The cat sat.\n", "this is an ELECTRA generator"),
+            (["recipes", "validate", str(tmp_path / "dup.yaml")], "", "duplicate key 'max_steps'"),
+            (["pretrain", "albert-tiny", "--dry-run", "model.hidden_act=nonsense"], "", "model.hidden_act")):
+        result = run_entry_point(*args, stdin=stdin)
+        assert_one_line_error(result.returncode, result.stderr, expected)
+        assert result.stdout == ""

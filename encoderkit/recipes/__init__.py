@@ -193,11 +193,15 @@ def read_recipe(name_or_path: str, overrides: list[str] = ()) -> dict:
 
 
 def load_recipe(name_or_path: str, overrides: list[str] = ()) -> PretrainRecipe:
+    _refuse_computed_model_keys(overrides)
+    return validate(read_recipe(name_or_path, overrides))
+
+
+def _refuse_computed_model_keys(overrides: list[str]) -> None:
     for item in overrides:
         key = item.partition("=")[0]
         if key in COMPUTED_MODEL_KEYS:
             raise RecipeError(f"{key}: not a setting: {COMPUTED_MODEL_KEYS[key]}")
-    return validate(read_recipe(name_or_path, overrides))
 
 
 def validate(raw: dict) -> PretrainRecipe:
@@ -315,7 +319,7 @@ class FinetuneConfig:
     # Tasks whose training pairs are also used with the two texts swapped (only tasks where order does not matter).
     swap_pairs: list[str] = field(default_factory=list)
     # Dropout before the classifier; null keeps the checkpoint's config.
-    classifier_dropout: float | None = field(default=None, metadata=value_range(0, 1))
+    classifier_dropout: float | None = field(default=None, metadata=value_range(0, 1, hi_open=True))
     eval_batch_size: int = field(default=128, metadata=value_range(1))
     # The model of encoderkit.data.glue.PUBLISHED_DEV_SCORES that the final table compares with.
     published: str | None = None
@@ -399,6 +403,8 @@ def load_any_recipe(name_or_path: str, overrides: list[str] = ()) -> PretrainRec
     """A pretraining, fine-tuning or quantization recipe, as its `kind` says (for `recipes show` and `validate`)."""
     raw = read_yaml(resolve_path(name_or_path))  # read once; the kind is the file's, before any override
     validator = {"finetune": validate_finetune, "quantize": validate_quantize}.get(recipe_kind(raw), validate)
+    if validator is validate:  # `recipes validate` refuses what `pretrain` refuses
+        _refuse_computed_model_keys(overrides)
     return validator(apply_overrides(raw, list(overrides)))
 
 
