@@ -6,6 +6,11 @@ ibert) or, in a dir without config.json, on the integer-only I-BERT file that `e
 "sequence_classification" (the family's table says which it has), or "generator_discriminator" for an
 ELECTRA pretraining run dir holding generator/ and discriminator/. Every failure is one ModelDirError
 whose message names the dir or file and what to do.
+
+Nothing runs on a dir before it is checked: config.json against the family's config (types, ranges and
+relations: the fields' rules, the same the recipes are checked with), model.safetensors' header (names,
+shapes, dtypes) against the model, then the weights' values (finite). Inference passes `require_head=True`:
+a dir without the head it needs is refused, naming what the dir holds and the command for it.
 """
 
 from __future__ import annotations
