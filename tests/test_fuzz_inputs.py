@@ -54,7 +54,22 @@ def dirs(tmp_path_factory):
                                root / "discriminator"),
         "classifier": _save(electra.ElectraForSequenceClassification(electra.ElectraConfig(**ELECTRA)),
                             root / "classifier"),
+        "integer": _integer_classifier(root / "integer"),
     }
+
+
+def _integer_classifier(directory: Path) -> Path:
+    """The integer-only I-BERT classifier `encoderkit quantize` writes (integer/): calibrated on random ids."""
+    from encoderkit.models import ibert
+    from encoderkit.models.ibert.export import export_integer_model
+
+    config = ibert.IBertConfig(**{**ELECTRA, "embedding_size": None}, quant_mode=True)
+    model = ibert.IBertForSequenceClassification(config)
+    ibert.calibrate(model, [{"input_ids": torch.randint(2, VOCAB, (4, 12))} for _ in range(2)])
+    directory.mkdir()
+    export_integer_model(model.eval()).save(directory / "model.safetensors")
+    tiny_tokenizer().save(directory)
+    return directory
 
 
 def fingerprint(directory: Path) -> dict[str, str]:
@@ -218,7 +233,7 @@ COMMANDS = {
 
 def test_the_undamaged_dirs_answer(dirs, monkeypatch, capsys, tmp_path):
     """The cases below fail because of their damage alone: the same dirs, undamaged, work."""
-    for command in ("fill-mask", "fill-mask generator", "rtd", "predict"):
+    for command in ("fill-mask", "fill-mask generator", "rtd", "predict"):  # (the integer model: test_quantize_cli)
         source, args, stdin = COMMANDS[command]
         code, err = run_cli([*args, "--model", str(dirs[source]), "--format", "jsonl"], monkeypatch, capsys, stdin)
         assert code is None or code == 0, err
@@ -238,6 +253,52 @@ def test_a_damaged_model_dir_is_one_line_and_exit_2(command, damage, dirs, monke
     assert_one_line_error(code, err, expected)
     assert fingerprint(model) == before  # nothing in the model dir changed
     assert not out.exists()  # and nothing was written
+
+
+def _edit_integer_file(edit):
+    """Rewrite the integer model's file after `edit(tensors, description)` (the JSON in its metadata)."""
+    def damage(directory: Path) -> None:
+        from safetensors import safe_open
+
+        from encoderkit.models.ibert.integer import FORMAT
+
+        path = directory / "model.safetensors"
+        with safe_open(str(path), framework="pt") as file:
+            description = json.loads(file.metadata()[FORMAT])
+        tensors = load_file(path)
+        description = edit(tensors, description)
+        save_file(tensors, path, metadata={FORMAT: description if isinstance(description, str) else
+                                           json.dumps(description)})
+    return damage
+
+
+def _drop_layer_count(tensors, description):
+    del description["num_hidden_layers"]
+    return description
+
+
+INTEGER_DAMAGE = {
+    "weights truncated": (_truncate("model.safetensors", 0.6), "not a complete integer-only I-BERT file"),
+    "weights garbage": (_write("model.safetensors", b"\x89garbage" * 100), "not a complete integer-only I-BERT"),
+    "weights empty": (_write("model.safetensors", b""), "not a complete integer-only I-BERT file"),
+    "weights missing": (_delete("model.safetensors"), "is not a model directory"),
+    "description not JSON": (_edit_integer_file(lambda tensors, description: "{"), "a damaged integer-only I-BERT"),
+    "description incomplete": (_edit_integer_file(_drop_layer_count), "a damaged integer-only I-BERT file"),
+    "tokenizer empty": DAMAGE["tokenizer empty"],
+    "tokenizer cut at a record": DAMAGE["tokenizer cut at a record"],
+}
+
+
+@pytest.mark.parametrize("damage", list(INTEGER_DAMAGE))
+def test_a_damaged_integer_model_dir_is_one_line_and_exit_2(damage, dirs, monkeypatch, capsys, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(dirs["integer"], model)
+    damage_fn, expected = INTEGER_DAMAGE[damage]
+    damage_fn(model)
+    before = fingerprint(model)
+    code, err = run_cli(["predict", "--model", str(model)], monkeypatch, capsys, "a fine film\n")
+    assert_one_line_error(code, err, expected)
+    assert fingerprint(model) == before
 
 
 # ---- a dir without the head a command needs --------------------------------------------------------
@@ -399,8 +460,7 @@ def test_the_entry_point_gives_one_line_for_bad_dirs_and_recipes(dirs, tmp_path)
     for args, stdin, expected in (
             (["fill-mask", "--model", str(truncated)], "The [MASK] sat.\n", "not a complete safetensors file"),
             (["rtd", "--model", str(dirs["generator"])], "The cat sat.\n", "this is an ELECTRA generator"),
-            (["recipes", "validate", str(tmp_path / "dup.yaml")], "", "duplicate key 'max_steps'"),
-            (["pretrain", "albert-tiny", "--dry-run", "model.hidden_act=nonsense"], "", "model.hidden_act")):
+            (["recipes", "validate", str(tmp_path / "dup.yaml")], "", "duplicate key 'max_steps'")):
         result = run_entry_point(*args, stdin=stdin)
         assert_one_line_error(result.returncode, result.stderr, expected)
         assert result.stdout == ""
