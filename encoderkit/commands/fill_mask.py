@@ -17,9 +17,10 @@ MASK = "[MASK]"
 
 def load_masked_lm(model_dir: Path):
     from encoderkit.data.tokenizer import Tokenizer
-    from encoderkit.models.load import load_model
+    from encoderkit.models.load import load_model, vocab_size
 
-    return load_model(model_dir, "masked_lm").eval(), Tokenizer.load(model_dir)
+    model = load_model(model_dir, "masked_lm", require_head=True).eval()
+    return model, Tokenizer.load(model_dir, vocab_size(model))
 
 
 def fill_masks(model, tokenizer, text: str, top_k: int) -> list[list[dict]]:

@@ -151,8 +151,7 @@ def finetune_glue(recipe: FinetuneRecipe, task: str, model_dir: Path, data_dir: 
     processes = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     is_main = processes.is_main_process
     tasks = list(TASKS.values()) if task == ALL_TASKS else [get_task(task)]
-    read_model_config(model_dir)
-    tokenizer = Tokenizer.load(model_dir)
+    tokenizer = Tokenizer.load(model_dir, read_model_config(model_dir).get("vocab_size"))
     out = Path(recipe.output.dir)
     results_file = out / RESULTS_FILE
     if out.exists() and not out.is_dir():

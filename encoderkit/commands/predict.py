@@ -21,7 +21,6 @@ from encoderkit.errors import UserError
 
 FORMATS = ("text", "jsonl")
 CLASSIFIER = "sequence_classification"
-INTEGER_FILE = "model.safetensors"
 
 
 class PredictError(UserError):
@@ -32,32 +31,10 @@ def load_classifier(model_dir: Path):
     """The classifier in `model_dir` and the number of tokens its position table holds.
 
     With a config.json: a Hugging Face classifier; without one: the integer-only model of model.safetensors."""
-    from encoderkit.models import hf_format
-    from encoderkit.models.ibert.integer import load_integer_model
+    from encoderkit.models.load import load_model, max_tokens
 
-    if not (model_dir / "config.json").is_file():
-        if not (model_dir / INTEGER_FILE).is_file():
-            raise PredictError(f"--model: '{model_dir}' is not a model directory (no config.json, and no "
-                               f"{INTEGER_FILE} of an integer-only model)")
-        try:
-            model = load_integer_model(model_dir / INTEGER_FILE)
-        except ValueError as err:
-            raise PredictError(f"--model: {err}") from None
-        if model.classifier is None:
-            raise PredictError(f"--model: {model_dir} is an integer-only encoder without a classifier head")
-        # I-BERT counts positions from pad_token_id + 1, as RoBERTa does.
-        return model, len(model.embeddings.position_table) - model.spec["pad_token_id"] - 1
-    config = hf_format.read_config(model_dir)
-    if not any(name.endswith("ForSequenceClassification") for name in config.get("architectures", [])):
-        raise PredictError(f"--model: {model_dir} holds no classifier (architectures: {config.get('architectures')}); "
-                           "give a dir written by `encoderkit finetune glue` or `encoderkit quantize`")
-    try:
-        model = hf_format.load_pretrained(model_dir, CLASSIFIER)
-        if config.get("model_type") == "ibert":
-            return model.eval(), model.config.max_position_embeddings - model.config.pad_token_id - 1
-    except ValueError as err:
-        raise PredictError(f"--model: {err}") from None
-    return model.eval(), model.config.max_position_embeddings
+    model = load_model(model_dir, CLASSIFIER, require_head=True)
+    return model.eval(), max_tokens(model)
 
 
 def classify(model, tokenizer, text: str, max_seq_length: int, labels: tuple[str, ...] | None) -> dict:
@@ -92,8 +69,10 @@ def run(model_dir: Path, lines: Iterable[str], fmt: str, task: str | None = None
     if fmt not in FORMATS:
         raise PredictError(f"--format: '{fmt}' is not one of: {', '.join(FORMATS)}")
     glue_task = get_task(task) if task else None
+    from encoderkit.models.load import vocab_size
+
     model, positions = load_classifier(model_dir)
-    tokenizer = Tokenizer.load(model_dir)
+    tokenizer = Tokenizer.load(model_dir, vocab_size(model))
     if glue_task is not None:
         with torch.inference_mode():  # the head's width, which the integer-only model does not record
             outputs = model(torch.tensor([[tokenizer.cls_id, tokenizer.sep_id]])).shape[-1]

@@ -32,9 +32,9 @@ def _render(text: str, result: dict) -> str:
 
 def run(model_dir: Path, lines: Iterable[str], fmt: str, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     from encoderkit.data.tokenizer import Tokenizer
-    from encoderkit.models.load import load_model
+    from encoderkit.models.load import load_model, vocab_size
 
-    model = load_model(model_dir, "discriminator").eval()
-    tokenizer = Tokenizer.load(model_dir)
+    model = load_model(model_dir, "discriminator", require_head=True).eval()
+    tokenizer = Tokenizer.load(model_dir, vocab_size(model))
     return answer_lines(lines, lambda text: {"tokens": replaced_scores(model, tokenizer, text)}, _render,
                         fmt, out, err)

@@ -123,14 +123,20 @@ class Tokenizer(ABC):
     # loading, training, saving
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Tokenizer:
+    def load(cls, path: str | os.PathLike, vocab_size: int | None = None) -> Tokenizer:
         """The tokenizer in a directory (or the file itself): spiece.model, else tokenizer.json, else vocab.txt.
 
-        `tokenizer_config.json` beside it, if there, gives the options (lowercasing, accents).
+        `tokenizer_config.json` beside it, if there, gives the options (lowercasing, accents). `vocab_size`, where
+        given (the model's), must be the tokenizer's: a SentencePiece file cut at a record boundary still loads,
+        as a smaller vocabulary, and a larger one would give ids the model has no embedding for.
         """
         file = cls._locate(path)
         is_wordpiece = file.suffix in (".json", ".txt")  # tokenizer.json, vocab.txt
-        return (WordPieceTokenizer if is_wordpiece else SentencePieceTokenizer).load(file)
+        tokenizer = (WordPieceTokenizer if is_wordpiece else SentencePieceTokenizer).load(file)
+        if vocab_size is not None and tokenizer.vocab_size != vocab_size:
+            raise TokenizerError(f"{file}: {tokenizer.vocab_size} pieces, but the model's vocab_size is {vocab_size}: "
+                                 "the file is damaged or belongs to another model; copy the model's own tokenizer")
+        return tokenizer
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, **options) -> Tokenizer:
@@ -286,9 +292,13 @@ class SentencePieceTokenizer(Tokenizer):
         """Load `spiece.model` (and `tokenizer_config.json` if there) from a directory, or a .model file."""
         model_file = cls._locate(path)
         config = read_config(model_file.parent)
+        model_proto = model_file.read_bytes()
+        if not model_proto:  # sentencepiece parses it as a model without pieces
+            raise TokenizerError(f"{model_file}: an empty file, not a SentencePiece model; copy the model's own "
+                                 "spiece.model")
         try:
             return cls(
-                model_file.read_bytes(),
+                model_proto,
                 do_lower_case=config.get("do_lower_case", True),
                 keep_accents=config.get("keep_accents", False),
             )
