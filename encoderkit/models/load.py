@@ -123,3 +123,22 @@ def max_tokens(model: nn.Module) -> int:
     config = model.config
     offset = config.pad_token_id + 1 if config.model_type in ("ibert", "roberta") else 0
     return config.max_position_embeddings - offset
+
+
+def saved_head(directory: str | os.PathLike) -> tuple[str, str | None]:
+    """(family, head) of the model a dir holds: config.json's model_type and the head of its first
+    architecture (None if it names none of the family's); "ibert-integer" for the integer-only format."""
+    from encoderkit.models import hf_format
+
+    if is_integer_dir(directory):
+        from encoderkit.models.ibert.integer import read_spec
+
+        try:
+            return "integer-only ibert", read_spec(Path(directory) / WEIGHTS_FILE)["head"]
+        except ValueError as err:
+            raise ModelDirError(f"{directory}: {err}") from None
+    config = read_model_config(directory)
+    heads = hf_format.FAMILIES[config["model_type"]][1]
+    names = {model_class.__name__: head for head, model_class in heads.items()}
+    architectures = config.get("architectures") or [None]
+    return config["model_type"], names.get(architectures[0])

@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
+from pathlib import Path
 
 import torch
+
+from encoderkit.files import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -190,12 +194,22 @@ def _can_compile() -> bool:
     return shutil.which("g++") is not None or shutil.which("c++") is not None
 
 
+def kernel_cache_dir() -> Path:
+    """Where Inductor keeps the compiled chains between processes: $TORCHINDUCTOR_CACHE_DIR if set, else
+    encoderkit's cache dir (not Inductor's default under /tmp, which a reboot empties)."""
+    return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or cache_dir() / "inductor")
+
+
 @functools.cache
 def fused(fn):
-    """fn compiled by torch.compile (Inductor generates one vectorized C++ loop nest), or fn if no compiler."""
+    """fn compiled by torch.compile (Inductor generates one vectorized C++ loop nest), or fn if no compiler.
+
+    Compiling the chains takes about a minute; Inductor's on-disk caches (FX graph and AOTAutograd, on by
+    default) keep the result in kernel_cache_dir(), so later processes load them in seconds."""
     if not _can_compile():
         logger.warning("no C++ compiler: the integer chains run eagerly (slower, same results)")
         return fn
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(kernel_cache_dir()))
     # Shapes static at first, dynamic once a second shape is seen. The C++ wrapper releases the GIL while the
     # kernel runs (the default Python wrapper does not), so schedule.py's workers run chains in parallel. A
     # low realize threshold keeps per-row values (LayerNorm's square root and divisions) in a buffer
