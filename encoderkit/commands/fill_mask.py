@@ -65,6 +65,8 @@ class MaskFiller:
             raise LineError(f"no {MASK} token to fill; write {MASK} where a word is missing")
         ids = self.tokenizer.encode(text.replace(MASK, self.tokenizer.mask_token))
         positions = [i for i, token in enumerate(ids) if token == self.tokenizer.mask_id]
+        if not positions:  # a tokenizer that does not keep its mask token whole in text
+            raise LineError(f"{MASK} did not come out of the tokenizer as its mask token {self.tokenizer.mask_token}")
         windows = mask_windows(len(ids), positions, self.width)
         sequences = [([self.tokenizer.cls_id, *ids[start:end], self.tokenizer.sep_id],
                       [p - start + 1 for p in group]) for start, end, group in windows]
