@@ -327,3 +327,27 @@ def test_a_dir_of_another_head_is_one_line_naming_the_command_that_serves_it(mod
         assert cuda.returncode == 0, cuda.stderr
     else:
         assert cuda.returncode == 2 and cuda.stderr.decode().startswith("error: --device: cuda is not available")
+
+
+def test_a_slow_step_says_so_once_and_a_fast_one_says_nothing():
+    import time
+
+    from encoderkit.commands.lines import announce_if_slow
+
+    err = io.StringIO()
+    with announce_if_slow("loading x ...", err, after_s=0.05):
+        time.sleep(0.3)
+    with announce_if_slow("compiling y ...", err, after_s=5):
+        pass
+    time.sleep(0.1)
+    assert err.getvalue() == "loading x ...\n"
+
+
+def test_integer_kernels_are_cached_under_encoderkits_cache_dir(monkeypatch, tmp_path):
+    from encoderkit.models.ibert.int_ops import kernel_cache_dir
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("ENCODERKIT_CACHE", str(tmp_path))
+    assert kernel_cache_dir() == tmp_path / "inductor"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))  # a user's own setting wins
+    assert kernel_cache_dir() == tmp_path / "mine"
