@@ -26,6 +26,11 @@ app.add_typer(recipes_app, name="recipes")
 app.add_typer(finetune_app, name="finetune")
 
 OVERRIDES = typer.Argument(None, help="Dotted overrides such as train.max_steps=100 output.dir=runs/x.")
+# The stdin commands' shared options (encoderkit.commands.lines checks their values).
+BATCH_SIZE_HELP = ("Lines per forward pass; lines are read ahead (only what has arrived) and sorted by length, "
+                   "answers come in input order.")
+DEVICE_HELP = "cpu, cuda or auto (cuda if there is one)."
+DTYPE_HELP = "fp32, bf16 or fp16: the float type the model computes in."
 
 
 def _fail(message: str, code: int = 2):
@@ -62,12 +67,17 @@ def fill_mask(
     model: Path = typer.Option(..., "--model", help="Model dir: config.json, model.safetensors, a tokenizer."),
     top_k: int = typer.Option(5, "--top-k", min=1, help="Candidates per [MASK]."),
     fmt: str = typer.Option("text", "--format", help="text or jsonl (one JSON object per input line)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help=BATCH_SIZE_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("fp32", "--dtype", help=DTYPE_HELP),
 ):
-    """Read lines from stdin and print the top-k fillings of each [MASK]."""
+    """Read lines from stdin and print the top-k fillings of each [MASK] (the model's own mask token).
+
+    A line that cannot be answered gets one `line N: ...` on stderr; the others are answered; exit code 1."""
     from encoderkit.commands.fill_mask import run
 
     _check_format(fmt)
-    if run(model, sys.stdin, top_k, fmt):
+    if run(model, sys.stdin.buffer, top_k, fmt, batch_size=batch_size, device=device, dtype=dtype):
         raise typer.Exit(1)
 
 
@@ -75,12 +85,15 @@ def fill_mask(
 def rtd(
     model: Path = typer.Option(..., "--model", help="An ELECTRA discriminator directory."),
     fmt: str = typer.Option("text", "--format", help="text or jsonl (one JSON object per input line)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help=BATCH_SIZE_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("fp32", "--dtype", help=DTYPE_HELP),
 ):
     """Read lines from stdin and print, for each token, the probability that it was replaced."""
     from encoderkit.commands.rtd import run
 
     _check_format(fmt)
-    if run(model, sys.stdin, fmt):
+    if run(model, sys.stdin.buffer, fmt, batch_size=batch_size, device=device, dtype=dtype):
         raise typer.Exit(1)
 
 
@@ -166,12 +179,16 @@ def predict(
     max_seq_length: int = typer.Option(128, "--max-seq-length", min=3, help="Tokens per line, [CLS] and [SEP] "
                                        "included; longer texts are cut."),
     fmt: str = typer.Option("text", "--format", help="text or jsonl (one JSON object per input line)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help=BATCH_SIZE_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("fp32", "--dtype", help=DTYPE_HELP),
 ):
     """Read sentences (or tab-separated pairs) from stdin and print each one's label and probability (a
     regression head: its score)."""
     from encoderkit.commands.predict import run
 
-    if run(model, sys.stdin, fmt, task=task, max_seq_length=max_seq_length):
+    if run(model, sys.stdin.buffer, fmt, task=task, max_seq_length=max_seq_length, batch_size=batch_size,
+           device=device, dtype=dtype):
         raise typer.Exit(1)
 
 

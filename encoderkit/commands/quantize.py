@@ -22,10 +22,12 @@ Timing the run's models (FP32, integer-only, transformers' I-BERT) is a benchmar
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -173,14 +175,18 @@ def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_
     epochs = settings.task_epochs.get(task.name, settings.epochs)
 
     write_run_record(out, dump_yaml(recipe))
-    scores = {"fp32": score_dev_splits(float_model, task, dev, settings.eval_batch_size)}
+    dev_size = sum(len(examples) for examples in dev.values())
+    with _stage(console, f"scoring the FP32 model on {dev_size} dev examples"):
+        scores = {"fp32": score_dev_splits(float_model, task, dev, settings.eval_batch_size)}
     del float_model
 
     set_range_momentum(qat_model, settings.act_range_momentum)
     calibration = iter_batches(train_set, batch_size, shuffle=True, seed=recipe.train.seed)
-    calibrate(qat_model, ({key: batch[key] for key in MODEL_INPUTS}
-                                for batch in itertools.islice(calibration, settings.calibration_batches)))
-    scores["calibrated"] = score_dev_splits(qat_model, task, dev, settings.eval_batch_size)
+    with _stage(console, f"calibrating activation ranges on {settings.calibration_batches} batches"):
+        calibrate(qat_model, ({key: batch[key] for key in MODEL_INPUTS}
+                              for batch in itertools.islice(calibration, settings.calibration_batches)))
+    with _stage(console, f"scoring the calibrated I-BERT on {dev_size} dev examples"):
+        scores["calibrated"] = score_dev_splits(qat_model, task, dev, settings.eval_batch_size)
 
     console.log(f"{task.name}: QAT of {len(train_set)} training examples, {epochs} epochs of {steps_per_epoch} steps")
     max_steps = epochs * steps_per_epoch
@@ -200,9 +206,13 @@ def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_
 
     best = json.loads((out / QAT_DIR / "eval.json").read_text())
     scores["qat"] = best["scores"]
-    integer, export_error = export_integer(out / QAT_DIR, out / INTEGER_DIR, tokenizer, console)
+    with _stage(console, "exporting the best epoch to the integer-only model"):
+        integer, export_error = export_integer(out / QAT_DIR, out / INTEGER_DIR, tokenizer, console)
     if integer is not None:
-        scores["integer"] = score_dev_splits(integer, task, dev, settings.eval_batch_size)
+        # The first batches compile the integer kernels; `predict` reuses them from the cache afterwards.
+        with _stage(console, f"scoring the integer-only model on {dev_size} dev examples (its kernels compile "
+                             "on first use: minutes, once)"):
+            scores["integer"] = score_dev_splits(integer, task, dev, settings.eval_batch_size)
 
     fp32 = primary_score(task, scores["fp32"])
     results = {
@@ -221,6 +231,15 @@ def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_
     stdout = Console()
     stdout.print(scores_table(task, scores, results["difference_points"], model_names(architecture, best["epoch"])))
     return results
+
+
+@contextlib.contextmanager
+def _stage(console: Console, what: str):
+    """One line when a stage starts and one with its time when it ends, so a long run is never silent."""
+    console.log(f"{what} ...")
+    start = time.perf_counter()
+    yield
+    console.log(f"{what}: done in {time.perf_counter() - start:.0f} s")
 
 
 def model_names(architecture: str, best_epoch: int) -> dict[str, str]:

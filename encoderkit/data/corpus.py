@@ -19,7 +19,7 @@ from pathlib import Path
 import datasets
 
 from encoderkit.errors import UserError
-from encoderkit.files import atomic_write
+from encoderkit.files import atomic_write, cache_dir
 
 SourceLike = str | os.PathLike | Iterable[str | os.PathLike]
 
@@ -156,8 +156,7 @@ def default_corpus_path() -> Path:
 
     The cache directory is $ENCODERKIT_CACHE, else ~/.cache/encoderkit.
     """
-    cache_dir = Path(os.environ.get("ENCODERKIT_CACHE") or Path.home() / ".cache" / "encoderkit")
-    path = cache_dir / "default_corpus.txt"
+    path = cache_dir() / "default_corpus.txt"
     if not path.exists():
         write_default_corpus(path)
     return path

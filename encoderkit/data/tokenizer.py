@@ -178,6 +178,11 @@ class Tokenizer(ABC):
     def id_to_piece(self, token_id: int) -> str:
         return self.pieces[int(token_id)]
 
+    @property
+    def mask_token(self) -> str:
+        """The piece of `mask_id`: how this tokenizer writes a mask in text ("[MASK]", RoBERTa's "<mask>")."""
+        return self.id_to_piece(self.mask_id)
+
     def piece_to_id(self, piece: str) -> int:
         """Id of `piece`; `unk_id` when the vocabulary has no such piece."""
         token_id = self._lookup(piece)

@@ -186,3 +186,22 @@ def vocab_size(model: nn.Module) -> int:
     if hasattr(model, "spec"):  # the integer-only model: its int8 word table
         return model.embeddings.word_table.shape[0]
     return model.config.vocab_size
+
+
+def saved_head(directory: str | os.PathLike) -> tuple[str, str | None]:
+    """(family, head) of the model a dir holds: config.json's model_type and the head of its first
+    architecture (None if it names none of the family's); "ibert-integer" for the integer-only format."""
+    from encoderkit.models import hf_format
+
+    if is_integer_dir(directory):
+        from encoderkit.models.ibert.integer import read_spec
+
+        try:
+            return "integer-only ibert", read_spec(Path(directory) / WEIGHTS_FILE)["head"]
+        except ValueError as err:
+            raise ModelDirError(f"{directory}: {err}") from None
+    config = read_model_config(directory)
+    heads = hf_format.FAMILIES[config["model_type"]][1]
+    names = {model_class.__name__: head for head, model_class in heads.items()}
+    architectures = config.get("architectures") or [None]
+    return config["model_type"], names.get(architectures[0])
