@@ -81,7 +81,7 @@ def run_cli(args: list[str], monkeypatch, capsys, stdin: str = "") -> tuple[int,
     """encoderkit.cli.main in this process: (exit code, stderr). An exception that is not a user error escapes
     and fails the test with its traceback."""
     monkeypatch.setattr(sys, "argv", ["encoderkit", *args])
-    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))  # the commands read bytes
     monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main() sets its own
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
