@@ -196,10 +196,12 @@ def saved_head(directory: str | os.PathLike) -> tuple[str, str | None]:
     if is_integer_dir(directory):
         from encoderkit.models.ibert.integer import read_spec
 
+        path = Path(directory) / WEIGHTS_FILE
         try:
-            return "integer-only ibert", read_spec(Path(directory) / WEIGHTS_FILE)["head"]
-        except ValueError as err:
-            raise ModelDirError(f"{directory}: {err}") from None
+            return "integer-only ibert", read_spec(path)["head"]
+        except (ValueError, KeyError, TypeError) as err:  # a description that is not JSON, or lacks the head
+            raise ModelDirError(f"{path}: a damaged integer-only I-BERT file ({type(err).__name__}: {err}); "
+                                "export it again with `encoderkit quantize`") from None
     config = read_model_config(directory)
     heads = hf_format.FAMILIES[config["model_type"]][1]
     names = {model_class.__name__: head for head, model_class in heads.items()}
