@@ -108,6 +108,10 @@ class Tokenizer(ABC):
     special_tokens: ClassVar[tuple[str, str, str, str, str]]  # pad, unk, cls, sep, mask
     expected: ClassVar[str]  # what a usable file is, for error messages
 
+    # The pair format: BERT's [CLS] A [SEP] B [SEP], token types 0 then 1; RoBERTa's differ (data/bpe.py).
+    pair_separators: ClassVar[int] = 1  # [SEP] tokens between the two texts
+    second_type_id: ClassVar[int] = 1  # token type of the second text and its [SEP]
+
     pad_id: int
     unk_id: int
     cls_id: int
@@ -123,11 +127,19 @@ class Tokenizer(ABC):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
-        """The tokenizer in a directory (or the file itself): spiece.model, else tokenizer.json, else vocab.txt.
+        """The tokenizer in a directory (or the file itself): spiece.model, else tokenizer.json (WordPiece or
+        byte-level BPE), else vocab.json + merges.txt (byte-level BPE, data/bpe.py), else vocab.txt.
 
         `tokenizer_config.json` beside it, if there, gives the options (lowercasing, accents).
         """
+        from encoderkit.data.bpe import VOCAB_JSON, ByteLevelBPETokenizer, is_bpe_json
+
+        path = Path(path)
+        if path.is_dir() and not (path / MODEL_FILE).is_file() and (path / VOCAB_JSON).is_file():
+            return ByteLevelBPETokenizer.load(path)  # RoBERTa's vocab.json + merges.txt
         file = cls._locate(path)
+        if file.name == VOCAB_JSON or (file.suffix == ".json" and is_bpe_json(file)):
+            return ByteLevelBPETokenizer.load(file)
         is_wordpiece = file.suffix in (".json", ".txt")  # tokenizer.json, vocab.txt
         return (WordPieceTokenizer if is_wordpiece else SentencePieceTokenizer).load(file)
 
@@ -170,6 +182,16 @@ class Tokenizer(ABC):
 
     def id_to_piece(self, token_id: int) -> str:
         return self.pieces[int(token_id)]
+
+    def token_text(self, token_id: int) -> str:
+        """One token as a reader sees it: its piece without the word-start mark (fill-mask's candidates)."""
+        piece = self.id_to_piece(token_id)
+        return piece.replace(WORD_START, " ").strip() or piece
+
+    @property
+    def mask_token(self) -> str:
+        """The piece of `mask_id`, as it is written in text: [MASK], or RoBERTa's <mask>."""
+        return self.id_to_piece(self.mask_id)
 
     def piece_to_id(self, piece: str) -> int:
         """Id of `piece`; `unk_id` when the vocabulary has no such piece."""

@@ -42,6 +42,7 @@ class ElectraConfig(HFConfig):
 
     model_type: ClassVar[str] = "electra"
     classifier_dropout_field: ClassVar[str] = "classifier_dropout"  # the dropout before a task head
+    positions_from_pad: ClassVar[bool] = False  # RoBERTa's position ids (roberta.py), not 0, 1, 2, ...
 
     vocab_size: int = 30522
     embedding_size: int = 128
@@ -68,6 +69,7 @@ class BertConfig(HFConfig):
 
     model_type: ClassVar[str] = "bert"
     classifier_dropout_field: ClassVar[str] = "classifier_dropout"
+    positions_from_pad: ClassVar[bool] = False
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -99,7 +101,8 @@ class ElectraModel(nn.Module):
         self.config = config
         c = config
         self.embeddings = Embeddings(c.vocab_size, c.embedding_size, c.max_position_embeddings,
-                                     c.type_vocab_size, c.pad_token_id, c.layer_norm_eps, c.hidden_dropout_prob)
+                                     c.type_vocab_size, c.pad_token_id, c.layer_norm_eps, c.hidden_dropout_prob,
+                                     c.positions_from_pad)
         self.embedding_projection = (nn.Linear(c.embedding_size, c.hidden_size)
                                      if c.embedding_size != c.hidden_size else None)
         self.layers = nn.ModuleList(

@@ -42,6 +42,7 @@ from .electra import (
 from .ibert.model import HEADS as IBERT_HEADS
 from .ibert.model import IBertConfig
 from .layers import unique_state
+from .roberta import RobertaConfig, RobertaForMaskedLM, RobertaForSequenceClassification, RobertaModel
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,11 @@ FAMILIES = {
         "sequence_classification": BertForSequenceClassification,
     }),
     "ibert": (IBertConfig, IBERT_HEADS),
+    "roberta": (RobertaConfig, {
+        "base": RobertaModel,
+        "masked_lm": RobertaForMaskedLM,
+        "sequence_classification": RobertaForSequenceClassification,
+    }),
 }
 
 _BASE_MODELS = (AlbertModel, ElectraModel)
@@ -110,6 +116,7 @@ ENCODER_NAMES = {
     ],
 }
 ENCODER_NAMES["electra"] = ENCODER_NAMES["bert"]  # ELECTRA's encoder is BERT's, plus embeddings_project
+ENCODER_NAMES["roberta"] = ENCODER_NAMES["bert"]  # RoBERTa's is BERT's (other positions, same names)
 
 # Head module paths (our path -> HF path), by our class name.
 _ALBERT_MLM = {"mlm_head.dense": "predictions.dense", "mlm_head.norm": "predictions.LayerNorm",
@@ -130,6 +137,11 @@ HEAD_NAMES = {
     "BertForMaskedLM": {"mlm_head.dense": "cls.predictions.transform.dense",
                         "mlm_head.norm": "cls.predictions.transform.LayerNorm", "mlm_head": "cls.predictions"},
     "BertForSequenceClassification": {"classifier": "classifier"},
+    "RobertaModel": {},
+    "RobertaForMaskedLM": {"mlm_head.dense": "lm_head.dense", "mlm_head.norm": "lm_head.layer_norm",
+                           "mlm_head": "lm_head"},
+    "RobertaForSequenceClassification": {"classifier.dense": "classifier.dense",
+                                         "classifier.out_proj": "classifier.out_proj"},
 }
 
 # Decoder weights that transformers ties to other tensors; older checkpoints store them, we never need them.
