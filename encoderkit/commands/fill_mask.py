@@ -27,7 +27,9 @@ def fill_masks(model, tokenizer, text: str, top_k: int) -> list[list[dict]]:
     if MASK not in text:
         raise LineError(f"no {MASK} token to fill; write {MASK} where a word is missing")
     max_len = max_tokens(model)
-    ids = [tokenizer.cls_id, *tokenizer.encode(text)][: max_len - 1] + [tokenizer.sep_id]
+    # [MASK] stands for the model's own mask token (RoBERTa's <mask>)
+    ids = [tokenizer.cls_id, *tokenizer.encode(text.replace(MASK, tokenizer.mask_token))][: max_len - 1]
+    ids.append(tokenizer.sep_id)
     input_ids = torch.tensor([ids])
     mlm_mask = input_ids == tokenizer.mask_id
     if not mlm_mask.any():
@@ -37,15 +39,11 @@ def fill_masks(model, tokenizer, text: str, top_k: int) -> list[list[dict]]:
     scores, token_ids = logits.float().softmax(-1).topk(min(top_k, logits.shape[-1]), dim=-1)
     return [
         [
-            {"token": _display(tokenizer.id_to_piece(int(t))), "token_id": int(t), "score": round(float(s), 5)}
+            {"token": tokenizer.token_text(int(t)), "token_id": int(t), "score": round(float(s), 5)}
             for s, t in zip(row_scores, row_ids)
         ]
         for row_scores, row_ids in zip(scores, token_ids)
     ]
-
-
-def _display(piece: str) -> str:
-    return piece.replace("\u2581", " ").strip() or piece
 
 
 def _render(text: str, result: dict) -> str:

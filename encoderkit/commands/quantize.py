@@ -81,28 +81,26 @@ def read_classifier_config(model_dir: Path, task: GlueTask) -> dict:
 
 def load_float_classifier(model_dir: Path, model_type: str):
     from encoderkit.models import hf_format
-    from encoderkit.models.ibert import convert
 
     try:
         if model_type == "ibert":
             return hf_format.load_pretrained(model_dir, CLASSIFIER, quant_mode=False)
-        if model_type == "roberta":  # RoBERTa is I-BERT in float
-            return convert.from_float(model_dir, CLASSIFIER, quant_mode=False)[0]
         return hf_format.load_pretrained(model_dir, CLASSIFIER)
     except ValueError as err:
         raise QuantizeError(f"--model: {err}") from None
 
 
-def build_qat_model(model_dir: Path, model_type: str):
-    """The I-BERT QAT model (quant_mode on, every operation integer) with the checkpoint's weights, and the
-    names of the tensors the checkpoint has no counterpart for (ELECTRA's classifier: gelu where I-BERT's is tanh)."""
+def build_qat_model(model_dir: Path, model_type: str, force_dequant: str = "none"):
+    """The I-BERT QAT model (quant_mode on, every operation integer except those `force_dequant` names) with the
+    checkpoint's weights, and the names of the tensors the checkpoint has no counterpart for (ELECTRA's classifier:
+    gelu where I-BERT's is tanh)."""
     from encoderkit.models import hf_format
     from encoderkit.models.ibert import convert
 
     try:
         if model_type == "ibert":
-            return hf_format.load_pretrained(model_dir, CLASSIFIER, quant_mode=True, force_dequant="none"), []
-        return convert.from_float(model_dir, CLASSIFIER)
+            return hf_format.load_pretrained(model_dir, CLASSIFIER, quant_mode=True, force_dequant=force_dequant), []
+        return convert.from_float(model_dir, CLASSIFIER, force_dequant=force_dequant)
     except ValueError as err:  # e.g. a hidden_act other than gelu, or tensors that do not match config.json
         raise QuantizeError(f"--model: cannot be quantized: {err}") from None
 
@@ -129,6 +127,12 @@ def qat_param_groups(model: torch.nn.Module, fresh: list[str], learning_rate: fl
         })
         group["params"].append(param)
     return list(groups.values())
+
+
+def no_integer_export(force_dequant: str) -> str:
+    """Why a QAT model with `force_dequant` set has no integer-only export."""
+    return (f"no integer-only export: quantize.force_dequant={force_dequant} keeps {force_dequant} in float, and the "
+            "integer-only model computes every operation in integers (set quantize.force_dequant=none for it)")
 
 
 def export_integer(qat_dir: Path, out_dir: Path, tokenizer, console: Console):
@@ -173,7 +177,7 @@ def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_
     if out.is_dir() and any(out.iterdir()):
         raise QuantizeError(f"output.dir: '{out}' is not empty; choose another output.dir")
     # Everything that can fail on input fails here, before anything is written or trained.
-    qat_model, fresh = build_qat_model(model_dir, model_type)
+    qat_model, fresh = build_qat_model(model_dir, model_type, settings.force_dequant)
     float_model = load_float_classifier(model_dir, model_type).to(PartialState().device).eval()
     data = load_task(task.name, data_dir, splits=["train", *task.dev_splits])
     train_set = encode_examples(data["train"], tokenizer, settings.max_seq_length)
@@ -212,7 +216,11 @@ def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_
 
     best = json.loads((out / QAT_DIR / "eval.json").read_text())
     scores["qat"] = best["scores"]
-    integer, export_error = export_integer(out / QAT_DIR, out / INTEGER_DIR, tokenizer, console)
+    if settings.force_dequant == "none":
+        integer, export_error = export_integer(out / QAT_DIR, out / INTEGER_DIR, tokenizer, console)
+    else:
+        integer, export_error = None, no_integer_export(settings.force_dequant)
+        console.log(f"[yellow]{export_error}")
     if integer is not None:
         scores["integer"] = score_dev_splits(integer, task, dev, settings.eval_batch_size)
 

@@ -39,6 +39,7 @@ MODEL_FILE = "spiece.model"
 TOKENIZER_JSON = "tokenizer.json"
 VOCAB_FILE = "vocab.txt"
 CONFIG_FILE = "tokenizer_config.json"
+BYTE_BPE = "byte_bpe"  # train_on_corpus's model_type for RoBERTa's byte-level BPE (data/bpe.py)
 PAD, UNK, CLS, SEP, MASK = "<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"
 BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", CLS, SEP, MASK)  # pad, unk, cls, sep, mask
 WORD_START = "\u2581"  # SentencePiece's "▁": the piece begins a new word
@@ -78,12 +79,16 @@ def read_config(directory: Path) -> dict[str, Any]:
 
 
 def train_on_corpus(source, vocab_size: int, model_type: str = "unigram",
-                    sample_documents: int = 20_000) -> SentencePieceTokenizer:
-    """A new SentencePiece tokenizer trained on the sentences of the first `sample_documents` documents
-    of a corpus source (see data.corpus.load_corpus)."""
+                    sample_documents: int = 20_000) -> Tokenizer:
+    """A new tokenizer trained on the sentences of the first `sample_documents` documents of a corpus source (see
+    data.corpus.load_corpus): SentencePiece's `unigram` or `bpe`, or RoBERTa's byte-level BPE (`byte_bpe`)."""
     from encoderkit.data.corpus import iter_documents
 
     documents = itertools.islice(iter_documents(source), sample_documents)
+    if model_type == BYTE_BPE:
+        from encoderkit.data.bpe import ByteLevelBPETokenizer
+
+        return ByteLevelBPETokenizer.train((sentence for doc in documents for sentence in doc), vocab_size)
     try:
         return Tokenizer.train((sentence for doc in documents for sentence in doc), vocab_size, model_type=model_type)
     except RuntimeError as err:  # sentencepiece: e.g. more pieces asked for than the sample holds

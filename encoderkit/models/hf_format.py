@@ -249,12 +249,36 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> None:
         return
     directory.mkdir(parents=True, exist_ok=True)
     config = {**model.config.to_hf_dict(), "architectures": [type(model).__name__]}
+    extensions = model.config.extensions()
+    if extensions:  # transformers would build another model from this dir: the name and a README say so
+        config.update(architectures=[EXTENDED_PREFIX + type(model).__name__], encoderkit_extensions=extensions)
+        write_text(directory / "README.md", _extensions_readme(type(model).__name__, extensions))
     names = hf_names(model)
     tensors = {names[k]: v.contiguous().cpu() for k, v in unique_state(model).items()}
 
     atomic_write(directory / "model.safetensors",
                  lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata={"format": "pt"}))
     write_text(directory / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+# What the extensions of our models are, for the README of a dir that uses them.
+EXTENDED_PREFIX = "Encoderkit"
+_EXTENSIONS = {
+    "embedding_size": "embeddings narrower than the layers, projected up to hidden_size (`embeddings_project`, "
+                      "ELECTRA-Small's and ALBERT's)",
+    "num_hidden_groups": "ALBERT's cross-layer sharing: layers that run one group's weights, stored once",
+    "inner_group_num": "ALBERT's layers per shared group",
+}
+
+
+def _extensions_readme(architecture: str, extensions: list[str]) -> str:
+    listed = "".join(f"- `{name}`: {_EXTENSIONS[name]}\n" for name in extensions)
+    return (f"# An encoderkit {architecture} with encoderkit's extensions\n\n"
+            f"This model uses config fields that transformers' class does not have:\n\n{listed}\n"
+            f"transformers' `{architecture}` would build a model without them from this config.json and load "
+            "these weights wrongly or not at all, so config.json names the architecture "
+            f"`{EXTENDED_PREFIX}{architecture}` and lists the fields under `encoderkit_extensions`. Load it with "
+            "encoderkit (`encoderkit predict --model <this dir>`, `encoderkit.models.load.load_model`).\n")
 
 
 def read_config(directory: str | os.PathLike) -> dict:

@@ -48,6 +48,10 @@ class HFConfig:
             kwargs["num_labels"] = len(d["id2label"])
         return cls(**kwargs)
 
+    def extensions(self) -> list[str]:
+        """The fields set here that transformers' config class of this model_type does not have (none but I-BERT's)."""
+        return []
+
     def to_hf_dict(self) -> dict[str, Any]:
         # The output layer is always tied to the word embeddings here, as in every reference checkpoint.
         return {"model_type": self.model_type, **dataclasses.asdict(self), "tie_word_embeddings": True}

@@ -87,6 +87,12 @@ class IBertConfig(HFConfig):
             raise ValueError(f"num_hidden_groups {self.num_hidden_groups} must be in 1..num_hidden_layers "
                              f"({self.num_hidden_layers})")
 
+    def extensions(self) -> list[str]:
+        """Our fields this config sets (see the module docstring): with them transformers' IBert cannot run it."""
+        ours = {"embedding_size": self.embedding_size is not None,
+                "num_hidden_groups": self.num_hidden_groups is not None, "inner_group_num": self.inner_group_num != 1}
+        return [name for name, is_set in ours.items() if is_set]
+
     @property
     def embedding_width(self) -> int:
         return self.embedding_size or self.hidden_size
