@@ -109,8 +109,8 @@ def finetune_glue(
                                  "(glue-electra-small, glue-electra-base, glue-albert-base, glue-roberta-base)."),
     overrides: list[str] = OVERRIDES,
     task: str = typer.Option(..., "--task", help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, or all."),
-    model: Path = typer.Option(..., "--model", help="A model dir in Hugging Face format with its spiece.model "
-                               "(ALBERT, ELECTRA discriminator or BERT)."),
+    model: Path = typer.Option(..., "--model", help="A model dir in Hugging Face format with its tokenizer "
+                               "(ALBERT, ELECTRA discriminator, BERT, RoBERTa or I-BERT)."),
     data_dir: Path = typer.Option(None, "--data-dir", help="The GLUE download (CoLA/, SST-2/, ... with their TSV "
                                   "files); without it the nyu-mll/glue dataset comes from the hub."),
     seeds: int = typer.Option(1, "--seeds", min=1, help="Fine-tune N times (seeds train.seed, +1, ...); "

@@ -90,6 +90,9 @@ def test_roberta_fine_tuned_quantized_and_predicted_from_the_cli(roberta_path):
         assert [a["text"] for a in answer] == LINES
         assert [a["label"] for a in answer][:2] == ["1", "0"], name
     assert [a["label"] for a in answers["fp32"]] == [a["label"] for a in answers["integer"]]
+    for model_dir in (best, out / "integer"):  # longer than the 64 positions: cut to them, counted from pad id + 1
+        long = cli("predict", "--model", str(model_dir), stdin="the good film " * 40 + "\n")
+        assert long.returncode == 0 and long.stdout.startswith("1\t"), long.stderr
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """`encoderkit predict`: the label and its probability (or, for a regression head, the score) of each stdin line,
-from a fine-tuned classifier: a Hugging Face model dir (ALBERT, ELECTRA, BERT, I-BERT) or the integer-only model
-that `encoderkit quantize` writes (its integer/ dir), which runs without any float model.
+from a fine-tuned classifier: a Hugging Face model dir (ALBERT, ELECTRA, BERT, RoBERTa, I-BERT) or the integer-only
+model that `encoderkit quantize` writes (its integer/ dir), which runs without any float model.
 
 A line with a tab is a pair: the text before the tab and the text after it (as GLUE's pair tasks).
 """
@@ -53,7 +53,7 @@ def load_classifier(model_dir: Path):
                            "give a dir written by `encoderkit finetune glue` or `encoderkit quantize`")
     try:
         model = hf_format.load_pretrained(model_dir, CLASSIFIER)
-        if config.get("model_type") == "ibert":
+        if config.get("model_type") in ("ibert", "roberta"):  # positions count from pad_token_id + 1
             return model.eval(), model.config.max_position_embeddings - model.config.pad_token_id - 1
     except ValueError as err:
         raise PredictError(f"--model: {err}") from None
