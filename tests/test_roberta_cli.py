@@ -143,11 +143,27 @@ def test_i_bert_dirs_written_by_transformers_fine_tune_in_float_quantize_and_pre
                                                                                             abs=1e-4)
 
 
+def calibrated_in_transformers(model_dir, tokenizer):
+    """An I-BERT dir with quant_mode, its activation ranges set by transformers' own QuantActs (train mode, no
+    dropout) on a few sentences, saved again by transformers: every buffer as a published QAT checkpoint has."""
+    model = transformers.IBertForMaskedLM.from_pretrained(model_dir).train()
+    sentences = [text for text, _ in keyword_sentences(random.Random(3), 16)]
+    with torch.no_grad():
+        for text in sentences:
+            model(torch.tensor([[tokenizer.cls_id, *tokenizer.encode(text), tokenizer.sep_id]]))
+    model.eval().save_pretrained(model_dir)
+    return model_dir
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["roberta", "ibert"])
+@pytest.mark.parametrize("family", ["roberta", "ibert", "ibert-quant_mode"])
 def test_fill_mask_matches_transformers_pipeline(family, bpe, tmp_path):
-    classes = {"roberta": ("RobertaForMaskedLM", "RobertaConfig"), "ibert": ("IBertForMaskedLM", "IBertConfig")}
-    model_dir = saved_by_transformers(*classes[family], bpe, tmp_path / family, initializer_range=0.5)
+    classes = {"roberta": ("RobertaForMaskedLM", "RobertaConfig"), "ibert": ("IBertForMaskedLM", "IBertConfig"),
+               "ibert-quant_mode": ("IBertForMaskedLM", "IBertConfig")}
+    quant = {"quant_mode": True} if family == "ibert-quant_mode" else {}
+    model_dir = saved_by_transformers(*classes[family], bpe, tmp_path / family, initializer_range=0.5, **quant)
+    if quant:
+        calibrated_in_transformers(model_dir, bpe)
     texts = ["the good [MASK] film", "[MASK] movie is a bad [MASK]."]
     result = cli("fill-mask", "--model", str(model_dir), "--top-k", "5", "--format", "jsonl",
                  stdin="\n".join(texts) + "\n")
