@@ -109,26 +109,38 @@ def test_the_qat_dir_of_a_roberta_loads_in_transformers_with_the_same_logits(rob
         torch.testing.assert_close(ours(ids), theirs(ids).logits, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.slow
-def test_i_bert_dirs_written_by_transformers_fine_tune_in_float_quantize_and_predict(bpe, glue_dir, tmp_path):
-    """The authors' path: an I-BERT checkpoint (quant_mode false) fine-tuned in float, then QAT; and a quant_mode
-    dir with every buffer transformers' IBert keeps (re-saved by transformers) predicts as transformers does."""
-    pretrained = saved_by_transformers("IBertForMaskedLM", "IBertConfig", bpe, tmp_path / "ibert", quant_mode=False)
+@pytest.fixture(scope="module")
+def ibert_path(bpe, glue_dir, tmp_path_factory):
+    """The authors' path: an I-BERT checkpoint (quant_mode false) saved by transformers, fine-tuned in float, then
+    QAT: (the fine-tuned dir, the quantize run dir)."""
+    root = tmp_path_factory.mktemp("ibert")
+    pretrained = saved_by_transformers("IBertForMaskedLM", "IBertConfig", bpe, root / "ibert", quant_mode=False)
     finetuned = cli("finetune", "glue", "glue-roberta-base", "--task", "sst2", "--model", str(pretrained),
-                    "--data-dir", str(glue_dir), *FINETUNE, f"output.dir={tmp_path / 'finetune'}")
+                    "--data-dir", str(glue_dir), *FINETUNE, f"output.dir={root / 'finetune'}")
     assert finetuned.returncode == 0, finetuned.stderr
-    best = tmp_path / "finetune" / "sst2" / "best"
+    best = root / "finetune" / "sst2" / "best"
+    quantized = cli("quantize", "--model", str(best), "--task", "sst2", "--data-dir", str(glue_dir), *QUICK,
+                    "quantize.epochs=1", f"output.dir={root / 'int8'}")
+    assert quantized.returncode == 0, quantized.stderr
+    return best, root / "int8"
+
+
+@pytest.mark.slow
+def test_an_i_bert_dir_written_by_transformers_fine_tunes_in_float_and_quantizes(ibert_path):
+    best, out = ibert_path
     config = json.loads((best / "config.json").read_text())
     assert (config["model_type"], config["quant_mode"]) == ("ibert", False)
-    quantized = cli("quantize", "--model", str(best), "--task", "sst2", "--data-dir", str(glue_dir), *QUICK,
-                    "quantize.epochs=1", f"output.dir={tmp_path / 'int8'}")
-    assert quantized.returncode == 0, quantized.stderr
-    results = json.loads((tmp_path / "int8" / "results.json").read_text())
+    results = json.loads((out / "results.json").read_text())
     assert results["scores"]["fp32"]["dev"]["accuracy"] >= 0.95
     assert abs(results["difference_points"]["integer"]) <= 1.0 + 1e-9
 
-    published = tmp_path / "published"  # quant_mode true, as transformers writes it
-    theirs = transformers.IBertForSequenceClassification.from_pretrained(tmp_path / "int8" / "qat").eval()
+
+@pytest.mark.slow
+def test_a_quant_mode_i_bert_dir_written_by_transformers_predicts_as_transformers_and_quantizes(ibert_path, bpe,
+                                                                                               glue_dir, tmp_path):
+    """A quant_mode dir with every buffer transformers' IBert keeps (our QAT dir re-saved by transformers)."""
+    published = tmp_path / "published"
+    theirs = transformers.IBertForSequenceClassification.from_pretrained(ibert_path[1] / "qat").eval()
     theirs.save_pretrained(published)
     bpe.save(published)
     assert json.loads((published / "config.json").read_text())["quant_mode"] is True
@@ -141,6 +153,10 @@ def test_i_bert_dirs_written_by_transformers_fine_tune_in_float_quantize_and_pre
             probability, label = theirs(torch.tensor([ids])).logits[0].softmax(-1).max(-1)
             assert answer["label"] == str(int(label)) and answer["score"] == pytest.approx(float(probability),
                                                                                             abs=1e-4)
+    again = cli("quantize", "--model", str(published), "--task", "sst2", "--data-dir", str(glue_dir), *QUICK,
+                "quantize.epochs=1", f"output.dir={tmp_path / 'again'}")
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "again" / "results.json").read_text())["scores"]["integer"]["dev"]["accuracy"] >= 0.95
 
 
 def calibrated_in_transformers(model_dir, tokenizer):

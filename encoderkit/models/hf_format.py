@@ -3,7 +3,7 @@
 This module is the one place that knows HF's tensor names. A tensor name is our module path plus the
 parameter's name (weight, bias); the tables below map module paths, by model_type (I-BERT's module paths are
 transformers' own: its names map to themselves). Loading follows transformers:
-a head model loads a base-model checkpoint (no `albert.`/`electra.`/`bert.` prefix) and a base model
+a head model loads a base-model checkpoint (no `albert.`/`electra.`/`bert.`/`roberta.` prefix) and a base model
 loads a head checkpoint; head tensors missing from the file (a classifier on a pretraining checkpoint)
 are freshly initialised and reported; tied decoder weights may be absent from the file or present.
 A tensor that several modules share (I-BERT's shared layers) is written once, under its first name.
