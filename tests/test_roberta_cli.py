@@ -159,6 +159,25 @@ def test_a_quant_mode_i_bert_dir_written_by_transformers_predicts_as_transformer
     assert json.loads((tmp_path / "again" / "results.json").read_text())["scores"]["integer"]["dev"]["accuracy"] >= 0.95
 
 
+@pytest.mark.slow
+def test_a_roberta_fine_tunes_on_every_glue_task_of_the_fixtures(bpe, tmp_path):
+    """Pairs (<s> a </s></s> b </s>, one token type), three classes (MNLI) and regression (STS-B) on GLUE's files."""
+    from test_finetune_cli import GLUE
+    from test_finetune_cli import QUICK as FINETUNE_QUICK
+
+    pretrained = saved_by_transformers("RobertaModel", "RobertaConfig", bpe, tmp_path / "roberta")
+    result = cli("finetune", "glue", "glue-roberta-base", "--task", "all", "--model", str(pretrained), "--data-dir",
+                 str(GLUE), *FINETUNE_QUICK, f"output.dir={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert set(results["tasks"]) == {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"}
+    for task, labels in (("mnli", 3), ("stsb", 1), ("rte", 2)):
+        config = json.loads((tmp_path / "run" / task / "best" / "config.json").read_text())
+        assert config["architectures"] == ["RobertaForSequenceClassification"] and config["num_labels"] == labels
+    assert "roberta-base-fp32" in result.stdout  # the table compares with the published RoBERTa-Base
+    assert len(list((tmp_path / "run" / "predictions").glob("*.tsv"))) == 10  # one a task, MNLI two (m, mm)
+
+
 def calibrated_in_transformers(model_dir, tokenizer):
     """An I-BERT dir with quant_mode, its activation ranges set by transformers' own QuantActs (train mode, no
     dropout) on a few sentences, saved again by transformers: every buffer as a published QAT checkpoint has."""
