@@ -4,7 +4,11 @@ here -> `finetune glue` -> `quantize` -> `predict` on the integer-only dir; I-BE
 pipeline; force_dequant; `tokenizer train` of a byte-level BPE."""
 
 import json
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import test_quantize_cli
@@ -275,3 +279,18 @@ def test_i_bert_layer_names_get_electra_s_layerwise_learning_rates():
     assert lr["ibert.encoder.layer.1.attention.self.query.weight"] == 0.5**2
     assert lr["ibert.encoder.layer.0.output.dense.weight"] == 0.5**3
     assert lr["ibert.embeddings.word_embeddings.weight"] == lr["ibert.embeddings_project.weight"] == 0.5**4
+
+
+@pytest.mark.slow
+def test_the_benchmark_script_times_a_roberta_run(roberta_path, tmp_path):
+    """One token type and pad id 1: the benchmark's batches follow the model's config, so every side runs."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / "bench_quantize_run.py").is_file():
+        pytest.skip("no benchmarks/ beside the tests")
+    env = {**os.environ, "TORCHDYNAMO_DISABLE": "1", "COLUMNS": "200"}
+    result = subprocess.run([sys.executable, "-m", "benchmarks.bench_quantize_run", str(roberta_path[1]), "--threads",
+                             "1", "--shapes", "2x32", "--warmup", "1", "--repeats", "1", "--json",
+                             str(tmp_path / "b.json")], capture_output=True, text=True, timeout=300, env=env, cwd=root)
+    assert result.returncode == 0, result.stderr
+    sides = json.loads((tmp_path / "b.json").read_text())["timings"]["2x32"]
+    assert all("latency_ms" in side for side in sides.values()) and set(sides) == {"fp32", "integer", "transformers"}
