@@ -12,6 +12,8 @@ from encoderkit.recipes import PretrainRecipe, RecipeError
 def train_tokenizer(recipe: PretrainRecipe, out: Path) -> Tokenizer:
     """Train on recipe.data.source with the recipe's tokenizer section; write its files (spiece.model, or
     tokenizer.json + vocab.json + merges.txt) into `out`."""
+    if out.exists() and not out.is_dir():
+        raise RecipeError(f"--out: '{out}' is a file; give a directory")
     for name in (MODEL_FILE, TOKENIZER_JSON, "vocab.json"):  # a tokenizer already there is never overwritten
         if (out / name).exists():
             raise RecipeError(f"--out: '{out / name}' already exists; choose another directory")
