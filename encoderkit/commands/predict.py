@@ -1,6 +1,6 @@
 """`encoderkit predict`: the answer of a fine-tuned model for each stdin line. The dir's head picks the answer
 (ANSWERS): a sequence classifier gives the label and its probability (a regression head: the score), from a
-Hugging Face model dir (ALBERT, ELECTRA, BERT, I-BERT) or the integer-only model that `encoderkit quantize`
+Hugging Face model dir (ALBERT, ELECTRA, BERT, RoBERTa, I-BERT) or the integer-only model that `encoderkit quantize`
 writes (its integer/ dir), which runs without any float model.
 
 A line with a tab is a pair: the text before the tab and the text after it (as GLUE's pair tasks).

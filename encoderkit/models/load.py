@@ -1,6 +1,6 @@
 """The one way to open a model dir, for every command: `load_model(directory, head, **config_overrides)`.
 
-It dispatches on config.json's `model_type` (the families of hf_format.FAMILIES: albert, electra, bert,
+It dispatches on config.json's `model_type` (the families of hf_format.FAMILIES: albert, electra, bert, roberta,
 ibert) or, in a dir without config.json, on the integer-only I-BERT file that `encoderkit quantize` writes.
 `head` names what to build on the encoder: "base", "masked_lm", "pretraining", "discriminator",
 "sequence_classification" (the family's table says which it has), or "generator_discriminator" for an
