@@ -1,6 +1,7 @@
 """`encoderkit pretrain`: glue a recipe to its tokenizer, batch stream, model, objective and the loop.
 
-The objective's row in objectives.PRETRAINING says which model it trains and where the run dir keeps it.
+The objective's row in objectives.PRETRAINING says which model it trains, where the run dir keeps it, which
+head `model.init_from` loads and whether its examples are packed sequences or segment pairs.
 """
 
 from __future__ import annotations
@@ -9,13 +10,16 @@ from pathlib import Path
 
 from rich.console import Console
 
-from encoderkit.data.tokenizer import MODEL_FILE, Tokenizer, TokenizerError, train_on_corpus
+from encoderkit.data.tokenizer import MODEL_FILE, Tokenizer, TokenizerError, TokenizerNotFoundError, train_on_corpus
 from encoderkit.objectives import PRETRAINING
 from encoderkit.recipes import PretrainRecipe, RecipeError, dump_yaml
 
 
 def prepare_tokenizer(recipe: PretrainRecipe, run_dir: Path, console: Console) -> Tokenizer:
-    """The recipe's tokenizer, the run's own (on resume), or a new one trained on the corpus and saved."""
+    """The checkpoint's own (model.init_from), the recipe's, the run's own (on resume), or a new one trained on the
+    corpus and saved."""
+    if recipe.model.init_from:
+        return checkpoint_tokenizer(recipe)
     if recipe.tokenizer.path:
         return Tokenizer.load(recipe.tokenizer.path)
     if (run_dir / MODEL_FILE).is_file():
@@ -32,6 +36,22 @@ def prepare_tokenizer(recipe: PretrainRecipe, run_dir: Path, console: Console) -
     return tokenizer
 
 
+def checkpoint_tokenizer(recipe: PretrainRecipe) -> Tokenizer:
+    """model.init_from's tokenizer, used as it is: its ids must fit the checkpoint's vocabulary."""
+    where = Path(recipe.model.init_from) / PRETRAINING[recipe.objective].init_config_dir
+    try:
+        tokenizer = Tokenizer.load(where)
+    except TokenizerNotFoundError as err:
+        raise RecipeError(f"model.init_from: {err}; continued pretraining uses the checkpoint's own tokenizer, so "
+                          "copy it into that dir") from None
+    except TokenizerError as err:
+        raise RecipeError(f"model.init_from: {err}") from None
+    if tokenizer.vocab_size > recipe.model.config.vocab_size:
+        raise RecipeError(f"model.init_from: the tokenizer in '{where}' has {tokenizer.vocab_size} pieces, more than "
+                          f"the model's vocab_size {recipe.model.config.vocab_size}: not this model's tokenizer")
+    return tokenizer
+
+
 def follow_tokenizer(recipe: PretrainRecipe, vocab_size: int) -> None:
     """Set model.vocab_size to the tokenizer's, so the model and the recorded recipe say what ran; a recipe
     file that names another size is refused."""
@@ -43,8 +63,17 @@ def follow_tokenizer(recipe: PretrainRecipe, vocab_size: int) -> None:
 
 
 def build_model(recipe: PretrainRecipe):
+    """A new model of the recipe's shape, or (model.init_from) the checkpoint's weights; heads the checkpoint
+    lacks (ALBERT's sentence-order classifier in a masked-LM dir) start fresh."""
+    from encoderkit.models.load import ModelDirError, load_model
+
     spec = PRETRAINING[recipe.objective]
-    return spec.build_model(recipe.model.config, recipe.settings)
+    if not recipe.model.init_from:
+        return spec.build_model(recipe.model.config, recipe.settings)
+    try:
+        return load_model(recipe.model.init_from, spec.init_head).train()
+    except ModelDirError as err:
+        raise RecipeError(f"model.init_from: {err}") from None
 
 
 def dry_run(recipe: PretrainRecipe, console: Console) -> None:
@@ -52,8 +81,9 @@ def dry_run(recipe: PretrainRecipe, console: Console) -> None:
 
     from encoderkit.models.hf_format import parameter_breakdown
 
-    vocab = Tokenizer.load(recipe.tokenizer.path).vocab_size if recipe.tokenizer.path else recipe.tokenizer.vocab_size
-    follow_tokenizer(recipe, vocab)
+    if not recipe.model.init_from:
+        path = recipe.tokenizer.path
+        follow_tokenizer(recipe, Tokenizer.load(path).vocab_size if path else recipe.tokenizer.vocab_size)
     counts = parameter_breakdown(build_model(recipe))
     console.print(dump_yaml(recipe), end="", markup=False, highlight=False)
     table = Table(title="parameters")
@@ -66,12 +96,11 @@ def dry_run(recipe: PretrainRecipe, console: Console) -> None:
 
 def pretrain(recipe: PretrainRecipe, resume: bool = False, console: Console | None = None) -> Path:
     import torch
-    from accelerate import Accelerator
 
     from encoderkit.data.corpus import CorpusError
     from encoderkit.data.stream import PretrainBatches
     from encoderkit.models.hf_format import save_pretrained
-    from encoderkit.train.loop import train
+    from encoderkit.train.loop import make_accelerator, train
     from encoderkit.train.run_dir import latest_checkpoint, write_run_record
 
     console = console or Console(stderr=True)
@@ -85,29 +114,30 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False, console: Console | No
             f"output.dir: '{run_dir}' already holds checkpoints; pass --resume to continue it "
             "or choose another output.dir"
         )
-    accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision)
+    accelerator = make_accelerator(recipe.train, run_dir)
     micro_batch = recipe.train.batch_size // recipe.train.gradient_accumulation_steps
     data = recipe.data
     try:
         # One process trains the tokenizer; the others then load it from the run dir.
         with accelerator.main_process_first():
             tokenizer = prepare_tokenizer(recipe, run_dir, console)
-        batches = PretrainBatches(
-            data.source, tokenizer, batch_size=micro_batch, max_seq_length=data.max_seq_length,
-            seed=recipe.train.seed, short_seq_prob=data.short_seq_prob, masked_lm_prob=data.masked_lm_prob,
-            max_ngram=data.max_ngram, masking=data.masking, mask_token_prob=data.mask_token_prob,
-            random_token_prob=data.random_token_prob, sentence_order=data.sentence_order,
-        )
+        hold_out = (data.validation, data.validation_seed) if isinstance(data.validation, float) else None
+        batches = PretrainBatches(data.source, tokenizer, **stream_options(recipe), batch_size=micro_batch,
+                                  seed=recipe.train.seed, hold_out=hold_out)
     except CorpusError as err:
         raise RecipeError(f"data.source: {err}") from None
-    follow_tokenizer(recipe, tokenizer.vocab_size)
+    held_out = held_out_batches(recipe, tokenizer)
+    if not recipe.model.init_from:
+        follow_tokenizer(recipe, tokenizer.vocab_size)
     if accelerator.is_main_process:
         write_run_record(run_dir, dump_yaml(recipe))
     torch.manual_seed(recipe.train.seed)  # the same initial weights in every process and every run
     model = build_model(recipe)
-    objective = spec.build_objective(tokenizer.vocab_size, recipe.settings, recipe.train.seed)
+    objective = spec.build_objective(recipe.model.config.vocab_size, recipe.settings, recipe.train.seed)
+    evaluate = (lambda model, step: objective.evaluate(model, held_out, step)) if held_out else None
     result = train(model, objective, batches, recipe.train, run_dir, resume=resume, console=console,
-                   accelerator=accelerator)
+                   accelerator=accelerator, evaluate=evaluate, eval_every=recipe.train.eval_every,
+                   evaluate_at_start=True)
     if not accelerator.is_main_process:
         return run_dir
 
@@ -118,3 +148,42 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False, console: Console | No
     summary = ", ".join(f"{k} {result.last_metrics[k]:.3f}" for k in shown if k in result.last_metrics)
     console.log(f"saved the model to {run_dir} after {result.step} steps ({summary})")
     return run_dir
+
+
+def stream_options(recipe: PretrainRecipe) -> dict:
+    """The PretrainBatches settings the training and the held-out streams share."""
+    data = recipe.data
+    return dict(max_seq_length=data.max_seq_length, short_seq_prob=data.short_seq_prob,
+                masked_lm_prob=data.masked_lm_prob, max_ngram=data.max_ngram, masking=data.masking,
+                mask_token_prob=data.mask_token_prob, random_token_prob=data.random_token_prob,
+                sentence_order=data.sentence_order, packed=PRETRAINING[recipe.objective].packed)
+
+
+def held_out_batches(recipe: PretrainRecipe, tokenizer: Tokenizer) -> list[dict] | None:
+    """data.validation as a fixed list of masked batches (masked once, with a seed of their own, so every
+    evaluation sees the same), at most data.validation_batches; None without data.validation."""
+    from itertools import islice
+
+    from encoderkit.data.corpus import CorpusError
+    from encoderkit.data.stream import PretrainBatches
+
+    data = recipe.data
+    if data.validation is None:
+        return None
+    if isinstance(data.validation, float):
+        source, split, hold_out = data.source, "train", (data.validation, data.validation_seed)
+        what = f"the {data.validation:g} of data.source's documents held out"
+    else:
+        source, split, hold_out = data.validation, data.validation_split, None
+        what = f"'{data.validation}'"
+    try:
+        stream = PretrainBatches(source, tokenizer, **stream_options(recipe), batch_size=recipe.train.batch_size,
+                                 seed=data.validation_seed, split=split, hold_out=hold_out, held_out=True,
+                                 max_passes=1)
+        batches = list(islice(stream, data.validation_batches))
+    except CorpusError as err:
+        raise RecipeError(f"data.validation: {err}") from None
+    if not batches:
+        raise RecipeError(f"data.validation: {what} give no documents to evaluate on; hold out a larger fraction "
+                          "or give other files")
+    return batches
