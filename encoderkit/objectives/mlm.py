@@ -46,7 +46,7 @@ class MaskedLmTally:
         self.nll = self.unigram_nll = 0.0
 
     def add(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        targets_cpu = targets.cpu()
+        logits, targets_cpu = logits.detach(), targets.cpu()
         self.correct += int((logits.argmax(-1) == targets).sum())
         self.nll += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
         self.unigram_correct += int((targets_cpu == self.unigram_guess).sum())
