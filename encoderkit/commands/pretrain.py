@@ -180,9 +180,12 @@ def held_out_batches(recipe: PretrainRecipe, tokenizer: Tokenizer) -> list[dict]
         stream = PretrainBatches(source, tokenizer, **stream_options(recipe), batch_size=recipe.train.batch_size,
                                  seed=data.validation_seed, split=split, hold_out=hold_out, held_out=True,
                                  max_passes=1)
-        batches = list(islice(stream, data.validation_batches))
     except CorpusError as err:
         raise RecipeError(f"data.validation: {err}") from None
+    try:
+        batches = list(islice(stream, data.validation_batches))
+    except CorpusError:  # a pass without a single example
+        batches = []
     if not batches:
         raise RecipeError(f"data.validation: {what} give no documents to evaluate on; hold out a larger fraction "
                           "or give other files")
