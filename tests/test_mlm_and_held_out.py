@@ -184,10 +184,12 @@ def test_bad_held_out_settings_get_one_line(overrides, message):
 def test_curves_png_from_metrics_with_a_cut_last_line(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     records = [{"step": s, "loss": 5 - s / 10, "mlm_acc": s / 100, "unigram_acc": 0.05, "lr": 1e-3} for s in (1, 2, 3)]
-    records += [{"step": 3, "eval_mlm_acc": 0.04, "eval_mlm_perplexity": 80.0, "eval_unigram_perplexity": 300.0}]
+    records += [{"step": 3, "eval_mlm_acc": 0.04, "eval_mlm_perplexity": 80.0, "eval_unigram_perplexity": 300.0,
+                 "eval_masked_tokens": 95}]
     metrics.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 4, "lo')
     train, held_out = read_curves(metrics)
-    assert train["loss"] == {1: 4.9, 2: 4.8, 3: 4.7} and held_out["mlm_acc"] == {3: 0.04} and "lr" not in train
+    assert train["loss"] == {1: 4.9, 2: 4.8, 3: 4.7} and held_out["mlm_acc"] == {3: 0.04}
+    assert "lr" not in train and "masked_tokens" not in held_out
     assert plot_metrics(metrics, tmp_path / "curves.png")
     matplotlib_image = pytest.importorskip("matplotlib.image")
     assert matplotlib_image.imread(tmp_path / "curves.png").shape[0] > 100

@@ -33,10 +33,11 @@ def read_curves(metrics_file: Path) -> tuple[dict[str, dict[int, float]], dict[s
             raise ValueError(f"{metrics_file} line {number}: not a JSON record") from None
         step = record.get("step")
         for key, value in record.items():
-            if key in NOT_PLOTTED or not isinstance(value, int | float) or not math.isfinite(value):
+            name = key.removeprefix(EVAL_PREFIX)
+            if name in NOT_PLOTTED or not isinstance(value, int | float) or not math.isfinite(value):
                 continue
             curves = held_out if key.startswith(EVAL_PREFIX) else train
-            curves.setdefault(key.removeprefix(EVAL_PREFIX), {})[step] = float(value)
+            curves.setdefault(name, {})[step] = float(value)
     return train, held_out
 
 
