@@ -146,6 +146,9 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False, console: Console | No
         tokenizer.save(run_dir / model_dir)
     shown = [key for key, _ in (("loss", ""), *objective.shown_metrics)]
     summary = ", ".join(f"{k} {result.last_metrics[k]:.3f}" for k in shown if k in result.last_metrics)
+    held_out = [k for k in shown if f"eval_{k}" in result.last_metrics]
+    if held_out:
+        summary += "; held-out: " + ", ".join(f"{k} {result.last_metrics[f'eval_{k}']:.3f}" for k in held_out)
     console.log(f"saved the model to {run_dir} after {result.step} steps ({summary})")
     return run_dir
 
