@@ -145,3 +145,5 @@ def test_minilm_continued_mlm_then_finetune(corpus, tmp_path):
                 f"output.dir={tmp_path / 'sst2'}", "finetune.max_seq_length=32", "train.batch_size=2",
                 "finetune.epochs=1", "train.log_every=1")
     assert tuned.returncode == 0, tuned.stderr
+    seed_dir = tmp_path / "sst2" / "sst2" / "seed-0"
+    assert (seed_dir / "curves.png").is_file() and list((seed_dir / "tensorboard").glob("events.out.tfevents.*"))
