@@ -87,13 +87,17 @@ def test_held_out_tally_matches_a_direct_computation():
     tally = MaskedLmTally(unigram)
     logits = [torch.randn(5, 7), torch.randn(3, 7)]
     targets = [torch.tensor([3, 1, 2, 3, 6]), torch.tensor([0, 3, 5])]
-    for one_logits, one_targets in zip(logits, targets):
-        tally.add(one_logits, one_targets)
+    inputs = [torch.tensor([4, 1, 4, 4, 4]), torch.tensor([4, 3, 4])]  # 4: [MASK]; two tokens left unchanged
+    for one_logits, one_targets, one_inputs in zip(logits, targets, inputs):
+        tally.add(one_logits, one_targets, one_inputs)
     all_logits, all_targets = torch.cat(logits), torch.cat(targets)
     results = tally.results("mlm")
     assert results["mlm_acc"] == pytest.approx(float((all_logits.argmax(-1) == all_targets).float().mean()))
     assert results["mlm_perplexity"] == pytest.approx(math.exp(float(F.cross_entropy(all_logits, all_targets))))
     assert results["unigram_acc"] == pytest.approx(3 / 8)
+    hidden = torch.cat(inputs) != all_targets
+    assert results["mlm_acc_hidden"] == pytest.approx(
+        float((all_logits.argmax(-1) == all_targets)[hidden].float().mean()))
     counts = torch.tensor([1, 1, 0, 3, 0, 0, 0]) + 1.0  # add-one smoothed training frequencies
     nll = -sum(math.log(counts[t] / counts.sum()) for t in all_targets.tolist()) / 8
     assert results["unigram_perplexity"] == pytest.approx(math.exp(nll))

@@ -58,7 +58,7 @@ class MlmSopObjective:
             mlm_mask = batch["mlm_labels"] != -100
             mlm_logits, sop_logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
                                            batch["token_type_ids"].to(device), mlm_mask=mlm_mask.to(device))
-            tally.add(mlm_logits, batch["mlm_labels"][mlm_mask].to(device))
+            tally.add(mlm_logits, batch["mlm_labels"][mlm_mask].to(device), batch["input_ids"][mlm_mask].to(device))
             sop_correct += int((sop_logits.argmax(-1).cpu() == batch["sop_labels"]).sum())
             sop_count += len(batch["sop_labels"])
         return {**tally.results("mlm"), "sop_acc": sop_correct / max(sop_count, 1)}

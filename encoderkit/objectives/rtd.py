@@ -190,7 +190,7 @@ class ReplacedTokenDetectionObjective:
             uniforms = torch.rand(int(mlm_mask.sum()), generator=sampling).to(device)
             gen_logits, disc_logits, disc_input = model(input_ids, attention, batch["token_type_ids"].to(device),
                                                         mlm_mask, uniforms, self.temperature)
-            tally.add(gen_logits, targets)
+            tally.add(gen_logits, targets, input_ids[mlm_mask])
             real = attention.bool()
             all_scores.append(disc_logits[real].float().cpu())
             all_truth.append(replaced_tokens(input_ids, mlm_mask, targets, disc_input, real)[real].cpu())

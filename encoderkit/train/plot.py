@@ -50,7 +50,7 @@ def panels(train: dict, held_out: dict) -> list[str]:
 
 def baseline_of(panel: str) -> str | None:
     """The unigram baseline drawn in a masked-token panel: accuracy beside accuracy, perplexity beside perplexity."""
-    if panel in ("mlm_acc", "gen_acc"):
+    if panel.startswith(("mlm_acc", "gen_acc")):
         return "unigram_acc"
     if panel.endswith("_perplexity"):
         return "unigram_perplexity"
