@@ -148,7 +148,7 @@ def test_init_from_takes_the_checkpoints_config(bert_dir):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["model.hidden_size=32"], "model.hidden_size: the recipe says 32, but"),
+    (["model.hidden_size=32", "model.num_attention_heads=2"], "model.hidden_size: the recipe says 32, but"),
     (["model.family=albert", "objective=mlm_sop"], "holds a bert model, but model.family is 'albert'"),
 ])
 def test_init_from_refuses_a_recipe_that_disagrees_with_the_checkpoint(bert_dir, overrides, message):
@@ -159,7 +159,7 @@ def test_init_from_refuses_a_recipe_that_disagrees_with_the_checkpoint(bert_dir,
 def test_init_from_uses_the_checkpoints_tokenizer_only(tmp_path):
     tiny = dict(embedding_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                 max_position_embeddings=128, hidden_act="gelu_new", hidden_dropout_prob=0.0,
-                attention_probs_dropout_prob=0.0, vocab_size=40)
+                attention_probs_dropout_prob=0.0, classifier_dropout_prob=0.0, vocab_size=40)
     save_pretrained(AlbertForMaskedLM(AlbertConfig(**tiny)), tmp_path)
     stated = [f"model.{key}={value}" for key, value in tiny.items() if key != "vocab_size"]
     with pytest.raises(RecipeError, match="model.embedding_size: the recipe says 64, but .*config.json says 8"):
