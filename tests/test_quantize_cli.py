@@ -160,7 +160,9 @@ def test_predict_reads_stdin_with_the_float_qat_and_integer_models(bert_quantize
     text = cli("predict", "--model", str(out / "integer"), stdin="good acting\na\tb\tc\n")
     assert text.returncode == 1  # one line failed, the others were answered
     assert text.stdout.startswith("1\t") and text.stdout.strip().endswith("\tgood acting")
-    assert text.stderr.strip() == "line 2: more than one tab: give a text, or two texts separated by one tab"
+    # besides a status line while the integer kernels build, if that takes over a second
+    assert [line for line in text.stderr.splitlines() if not line.startswith("preparing the integer-only")] == [
+        "line 2: more than one tab: give a text, or two texts separated by one tab"]
 
 
 @pytest.mark.slow
