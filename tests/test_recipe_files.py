@@ -30,9 +30,10 @@ def cli(*args, cwd=None, env=None):
                           cwd=cwd, env=env)
 
 
-def test_all_nine_recipes_are_bundled():
-    assert len(NAMES) == 9
-    assert {"albert-tiny", "albert-base", "electra-tiny", "glue-electra-small", "quantize-glue"} <= set(NAMES)
+def test_all_ten_recipes_are_bundled():
+    assert len(NAMES) == 10
+    assert {"albert-tiny", "albert-base", "electra-tiny", "glue-electra-small", "quantize-glue",
+            "finetune-tokens"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -78,7 +78,7 @@ def finetune_task(task: GlueTask, recipe: FinetuneRecipe, model_dir: Path, data_
                                          settings.max_seq_length, settings.eval_batch_size)
     return {
         **runs,
-        **seed_statistics(task, runs["seeds"]),
+        **seed_statistics(task.dev_splits, runs["seeds"]),
         "best_checkpoint": json.loads((task_dir / "best" / "eval.json").read_text()),
         "predictions": [str(path.relative_to(out)) for path in predictions],
     }

@@ -82,7 +82,8 @@ def iter_batches(encoded: EncodedExamples, batch_size: int, shuffle: bool, seed:
             "token_type_ids": encoded.token_type_ids[rows, :width].long(),
         }
         if encoded.labels is not None:
-            batch["labels"] = encoded.labels[rows]
+            labels = encoded.labels[rows]
+            batch["labels"] = labels[:, :width] if labels.dim() == 2 else labels  # per-token labels (tokens.py)
         yield batch
 
 

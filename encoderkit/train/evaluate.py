@@ -15,6 +15,7 @@ import torch
 
 from encoderkit.data.classification import EncodedExamples, iter_batches
 from encoderkit.data.glue import GlueTask, compute_metrics
+from encoderkit.data.tokens import EncodedTokens, sentence_predictions
 from encoderkit.files import replace_dir, write_json
 from encoderkit.objectives.classification import ClassificationObjective
 from encoderkit.train.run_dir import read_metrics
@@ -31,6 +32,20 @@ def predict(model, examples: EncodedExamples, batch_size: int, objective: Classi
                        batch["token_type_ids"].to(device))
         outputs.append(objective.predict(logits.float()).cpu())
     return torch.cat(outputs)
+
+
+@torch.inference_mode()
+def predict_tags(model, encoded: EncodedTokens, batch_size: int) -> list[list[int]]:
+    """Per sentence, the tag index of every word (its first piece's argmax), windows joined."""
+    device = next(itertools.chain(model.parameters(), model.buffers())).device
+
+    def batches():
+        for batch in iter_batches(encoded, batch_size, shuffle=False):
+            logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                           batch["token_type_ids"].to(device))
+            yield logits.argmax(-1).cpu()
+
+    return sentence_predictions(encoded, batches())
 
 
 def score_dev_splits(model, task: GlueTask, dev: dict[str, EncodedExamples], batch_size: int) -> dict[str, dict]:

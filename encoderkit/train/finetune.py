@@ -39,6 +39,17 @@ class TrainingSetTooSmall(UserError):
     """Fewer training examples than one batch."""
 
 
+class OutputDirInUse(UserError):
+    """output.dir holds another run and --resume was not given."""
+
+
+def check_output_dir(out: Path, resume: bool) -> None:
+    """A new run needs an empty (or no) output.dir; --resume continues the run in it."""
+    if not resume and out.is_dir() and any(out.iterdir()):
+        raise OutputDirInUse(f"output.dir: '{out}' is not empty; pass --resume to continue the run in it "
+                             "or choose another output.dir")
+
+
 @dataclass
 class FinetuneTask:
     """What the seed loop needs from one task."""
