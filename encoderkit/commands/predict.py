@@ -21,6 +21,8 @@ from encoderkit.errors import UserError
 
 FORMATS = ("text", "jsonl")
 CLASSIFIER = "sequence_classification"
+TAGGER = "token_classification"
+HEADS = {"ForSequenceClassification": CLASSIFIER, "ForTokenClassification": TAGGER}  # architecture suffix -> head
 INTEGER_FILE = "model.safetensors"
 
 
@@ -48,11 +50,13 @@ def load_classifier(model_dir: Path):
         # I-BERT counts positions from pad_token_id + 1, as RoBERTa does.
         return model, len(model.embeddings.position_table) - model.spec["pad_token_id"] - 1
     config = hf_format.read_config(model_dir)
-    if not any(name.endswith("ForSequenceClassification") for name in config.get("architectures", [])):
+    head = next((HEADS[suffix] for name in config.get("architectures", []) for suffix in HEADS
+                 if name.endswith(suffix)), None)
+    if head is None:
         raise PredictError(f"--model: {model_dir} holds no classifier (architectures: {config.get('architectures')}); "
-                           "give a dir written by `encoderkit finetune glue` or `encoderkit quantize`")
+                           "give a dir written by `encoderkit finetune` or `encoderkit quantize`")
     try:
-        model = hf_format.load_pretrained(model_dir, CLASSIFIER)
+        model = hf_format.load_pretrained(model_dir, head)
         if config.get("model_type") == "ibert":
             return model.eval(), model.config.max_position_embeddings - model.config.pad_token_id - 1
     except ValueError as err:
@@ -78,6 +82,22 @@ def classify(model, tokenizer, text: str, max_seq_length: int, labels: tuple[str
     return {"label": labels[int(index)] if labels else int(index), "score": round(float(probability), 5)}
 
 
+def tag_words(model, tokenizer, text: str, max_seq_length: int) -> dict:
+    """{words, tags}: the line's whitespace-separated words and each one's tag (config.json's names); a line
+    longer than the model's positions is tagged in windows."""
+    from encoderkit.data.tokens import TaggedSentence, encode_tagged
+    from encoderkit.train.evaluate import predict_tags
+
+    words = text.split()
+    encoded = encode_tagged([TaggedSentence(words, None, "stdin")], tokenizer, max_seq_length, None)
+    names = model.config.label_names()
+    return {"words": words, "tags": [names[i] for i in predict_tags(model, encoded, len(encoded))[0]]}
+
+
+def _render_tags(text: str, result: dict) -> str:
+    return " ".join(f"{word}/{tag}" for word, tag in zip(result["words"], result["tags"], strict=True)) + "\n"
+
+
 def _render(text: str, result: dict) -> str:
     if "label" in result:
         return f"{result['label']}\t{result['score']:.4f}\t{text}\n"
@@ -99,7 +119,14 @@ def run(model_dir: Path, lines: Iterable[str], fmt: str, task: str | None = None
             outputs = model(torch.tensor([[tokenizer.cls_id, tokenizer.sep_id]])).shape[-1]
         if outputs != glue_task.num_labels:
             raise PredictError(f"--task: {glue_task.name} has {glue_task.num_labels} output(s), the model {outputs}")
-    labels = glue_task.labels if glue_task else None
     max_seq_length = min(max_seq_length, positions)
+    if getattr(model, "config", None) is not None and model.config.num_labels > 1 and glue_task is None:
+        named = model.config.label_names()  # config.json's id2label (LABEL_<i> when the run named none)
+        labels = None if named == [f"LABEL_{i}" for i in range(len(named))] else tuple(named)
+    else:
+        labels = glue_task.labels if glue_task else None
+    if type(model).__name__.endswith("ForTokenClassification"):
+        return answer_lines(lines, lambda text: tag_words(model, tokenizer, text, max_seq_length), _render_tags,
+                            fmt, out, err)
     return answer_lines(lines, lambda text: classify(model, tokenizer, text, max_seq_length, labels), _render,
                         fmt, out, err)
