@@ -30,10 +30,10 @@ def cli(*args, cwd=None, env=None):
                           cwd=cwd, env=env)
 
 
-def test_all_ten_recipes_are_bundled():
-    assert len(NAMES) == 10
+def test_all_eleven_recipes_are_bundled():
+    assert len(NAMES) == 11
     assert {"albert-tiny", "albert-base", "electra-tiny", "glue-electra-small", "quantize-glue",
-            "finetune-tokens"} <= set(NAMES)
+            "finetune-classify", "finetune-tokens"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)

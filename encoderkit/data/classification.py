@@ -10,6 +10,7 @@ import dataclasses
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -21,7 +22,8 @@ class EncodedExamples:
     input_ids: torch.Tensor  # [N, max_seq_length] int32, pad_id after the real tokens
     token_type_ids: torch.Tensor  # [N, max_seq_length] int8: 0 for [CLS] a [SEP], 1 for b [SEP]
     lengths: torch.Tensor  # [N] number of real tokens
-    labels: torch.Tensor | None  # [N] int64 classes or float32 scores; None when unlabeled
+    labels: torch.Tensor | None  # [N] int64 classes or float32 scores, [N, C] multi-hot; None when unlabeled
+    labels_per_token: ClassVar[bool] = False  # token classification's labels are [N, max_seq_length] (tokens.py)
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -83,7 +85,7 @@ def iter_batches(encoded: EncodedExamples, batch_size: int, shuffle: bool, seed:
         }
         if encoded.labels is not None:
             labels = encoded.labels[rows]
-            batch["labels"] = labels[:, :width] if labels.dim() == 2 else labels  # per-token labels (tokens.py)
+            batch["labels"] = labels[:, :width] if encoded.labels_per_token else labels
         yield batch
 
 

@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -148,6 +149,7 @@ def tag_vocabulary(train: Sequence[TaggedSentence], others: dict[str, Sequence[T
 class EncodedTokens(EncodedExamples):
     """Windows of [CLS] pieces [SEP]; labels [N, max_seq_length] (IGNORED off the tagged pieces) or None."""
 
+    labels_per_token: ClassVar[bool] = True
     word_starts: torch.Tensor = None  # [N, max_seq_length] bool: the first piece of each word
     sentence: torch.Tensor = None  # [N] the sentence each window belongs to (a sentence's windows are in order)
 
