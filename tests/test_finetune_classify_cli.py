@@ -125,6 +125,8 @@ def test_multi_labels_from_json_lines_end_to_end(model_dir, tmp_path):
     assert results["median"]["validation"]["micro_f1"] >= 0.95
     config = json.loads((out / "best" / "config.json").read_text())
     assert config["problem_type"] == MULTI and config["id2label"] == {"0": "food", "1": "music", "2": "sports"}
+    predicted = cli("predict", "--model", str(out / "best"), stdin="the music film with food\nthe old plot\n")
+    assert predicted.stdout.splitlines() == ["food,music\tthe music film with food", "\tthe old plot"]
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from encoderkit.errors import UserError
 FORMATS = ("text", "jsonl")
 CLASSIFIER = "sequence_classification"
 TAGGER = "token_classification"
+MULTI_LABEL_THRESHOLD = 0.5  # a multi-label head's classes above this probability (finetune classify's default)
 HEADS = {"ForSequenceClassification": CLASSIFIER, "ForTokenClassification": TAGGER}  # architecture suffix -> head
 INTEGER_FILE = "model.safetensors"
 
@@ -78,6 +79,9 @@ def classify(model, tokenizer, text: str, max_seq_length: int, labels: tuple[str
         logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])[0].float()
     if len(logits) == 1:
         return {"score": round(float(logits[0]), 5)}
+    if getattr(getattr(model, "config", None), "problem_type", None) == "multi_label_classification":
+        chosen = [i for i, p in enumerate(logits.sigmoid().tolist()) if p > MULTI_LABEL_THRESHOLD]
+        return {"labels": [labels[i] if labels else i for i in chosen]}
     probability, index = logits.softmax(-1).max(-1)
     return {"label": labels[int(index)] if labels else int(index), "score": round(float(probability), 5)}
 
@@ -99,6 +103,8 @@ def _render_tags(text: str, result: dict) -> str:
 
 
 def _render(text: str, result: dict) -> str:
+    if "labels" in result:  # multi-label
+        return f"{','.join(map(str, result['labels']))}\t{text}\n"
     if "label" in result:
         return f"{result['label']}\t{result['score']:.4f}\t{text}\n"
     return f"{result['score']:.4f}\t{text}\n"
