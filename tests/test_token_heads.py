@@ -144,3 +144,31 @@ def test_label_names_and_unknown_config_keys_survive_load_and_save(tmp_path):
     # a new head of another size drops names that no longer fit, as transformers' LABEL_<i> defaults
     resized = dataclasses.replace(config, num_labels=2)
     assert resized.to_hf_dict()["id2label"] == {"0": "LABEL_0", "1": "LABEL_1"}
+
+
+@pytest.mark.parametrize(("family", "config_name", "class_name"), [
+    ("bert", "BertConfig", "BertForTokenClassification"),
+    ("electra", "ElectraConfig", "ElectraForTokenClassification"),
+    ("albert", "AlbertConfig", "AlbertForTokenClassification")])
+def test_a_float_token_classifier_converts_to_i_bert_for_quantization_aware_training(tmp_path, family, config_name,
+                                                                                      class_name):
+    from encoderkit.models.ibert import convert
+
+    fields = {**TINY, "hidden_act": "gelu", "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    if family != "bert":
+        fields["embedding_size"] = 16
+    theirs = randomize(getattr(transformers, class_name)(getattr(transformers, config_name)(**fields, num_labels=5)))
+    theirs.eval().save_pretrained(tmp_path)
+    inputs = batch(0)
+    valid = inputs["attention_mask"].bool()  # padding has position pad_token_id in I-BERT, its index elsewhere
+    with torch.no_grad():
+        expected = theirs(**inputs).logits[valid]
+    float_model, fresh = convert.from_float(tmp_path, "token_classification", quant_mode=False)
+    assert fresh == [] and isinstance(float_model, ibert.IBertForTokenClassification)
+    with torch.no_grad():
+        torch.testing.assert_close(float_model.eval()(**inputs)[valid], expected, atol=1e-5, rtol=1e-5)
+    qat, _ = convert.from_float(tmp_path, "token_classification")
+    ibert.calibrate(qat, [batch(0)])
+    with torch.no_grad():
+        logits = qat(**inputs)[valid]
+    assert (logits - expected).norm() < 0.25 * expected.norm()  # 8 bits, random weights, hidden 32
