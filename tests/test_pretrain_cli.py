@@ -180,3 +180,15 @@ def test_rtd_and_fill_mask_on_an_electra_run(electra_run):
     filled = cli("fill-mask", "--model", str(electra_run / "generator"), stdin="the [MASK] sees a dog.\n")
     assert filled.returncode == 0, filled.stderr
     assert "[MASK] 1:" in filled.stdout
+
+
+@pytest.mark.slow
+def test_the_recorded_recipe_is_the_one_that_ran(run_dir, corpus, tmp_path):
+    import yaml
+
+    recorded = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    assert recorded["model"]["vocab_size"] == json.loads((run_dir / "config.json").read_text())["vocab_size"] == 50
+    result = cli("pretrain", *tiny(corpus, tmp_path / "out"), "model.vocab_size=30000")
+    assert result.returncode == 2 and not (tmp_path / "out").exists()
+    assert result.stderr == ("error: model.vocab_size: not a setting: it follows the tokenizer; "
+                             "set tokenizer.vocab_size (or tokenizer.path)\n")

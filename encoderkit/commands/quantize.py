@@ -30,8 +30,8 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.table import Table
 
+from encoderkit.commands.report import scores_table
 from encoderkit.data.classification import EpochBatches, encode_examples, iter_batches
 from encoderkit.data.glue import GlueTask, get_task, load_task
 from encoderkit.data.tokenizer import Tokenizer
@@ -40,7 +40,7 @@ from encoderkit.files import write_json
 from encoderkit.objectives.classification import ClassificationObjective
 from encoderkit.recipes import QuantizeRecipe, RecipeError, dump_yaml
 from encoderkit.train.evaluate import BestCheckpoint, glue_primary, primary_score, score_dev_splits
-from encoderkit.train.optim import NO_DECAY_SUFFIXES
+from encoderkit.train.optim import parameter_groups
 
 RESULTS_FILE = "results.json"
 QAT_DIR, INTEGER_DIR, TRAIN_DIR = "qat", "integer", "train"
@@ -113,22 +113,6 @@ def set_range_momentum(model: torch.nn.Module, momentum: float) -> None:
     for module in model.modules():
         if isinstance(module, QuantAct):
             module.act_range_momentum = momentum
-
-
-def qat_param_groups(model: torch.nn.Module, fresh: list[str], learning_rate: float, fresh_learning_rate: float,
-                     weight_decay: float) -> list[dict]:
-    """Weight-decay groups (as optim.decay_groups) at the QAT rate; the freshly initialised tensors at their own."""
-    groups: dict[tuple[bool, bool], dict] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        is_fresh, no_decay = name in fresh, name.endswith(NO_DECAY_SUFFIXES)
-        group = groups.setdefault((is_fresh, no_decay), {
-            "params": [], "lr": fresh_learning_rate if is_fresh else learning_rate,
-            "weight_decay": 0.0 if no_decay else weight_decay,
-        })
-        group["params"].append(param)
-    return list(groups.values())
 
 
 def export_integer(qat_dir: Path, out_dir: Path, tokenizer, console: Console):
@@ -204,8 +188,9 @@ def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_
     keep_best = BestCheckpoint(lambda model: score_dev_splits(model, task, dev, settings.eval_batch_size),
                                glue_primary(task), out / QAT_DIR, tokenizer, cfg.seed, steps_per_epoch, writes=True,
                                save_model=hf_format.save_pretrained)
-    groups = qat_param_groups(qat_model, fresh, cfg.learning_rate, settings.new_head_learning_rate,
-                              cfg.weight_decay)
+    # the tensors the float checkpoint lacks (ELECTRA's classifier) train at a fine-tuning rate, the rest at QAT's
+    groups = parameter_groups(qat_model, cfg.weight_decay, lambda name: settings.new_head_learning_rate
+                              if name in fresh else cfg.learning_rate)
     train(qat_model, ClassificationObjective(task.num_labels), batches, cfg, out / TRAIN_DIR, param_groups=groups,
           evaluate=keep_best, eval_every=steps_per_epoch, console=console)
     shutil.rmtree(out / TRAIN_DIR / CHECKPOINTS, ignore_errors=True)  # the best epoch is in qat/
@@ -240,18 +225,3 @@ def model_names(architecture: str, best_epoch: int) -> dict[str, str]:
     """The table's name of each scored model."""
     return {"fp32": f"FP32 {architecture}", "calibrated": "I-BERT, ranges calibrated, before QAT",
             "qat": f"I-BERT QAT, best epoch ({best_epoch})", "integer": "integer-only, exported from QAT"}
-
-
-def scores_table(task: GlueTask, scores: dict[str, dict], differences: dict[str, float],
-                 names: dict[str, str]) -> Table:
-    """One row per model: every dev metric x100, and the primary metric's difference from FP32 in points."""
-    table = Table(title=f"{task.name} dev, x100: FP32 against quantized")
-    table.add_column("model")
-    columns = [(split, metric) for split, values in scores["fp32"].items() for metric in values]
-    for split, metric in columns:
-        table.add_column(metric if len(task.dev_splits) == 1 else f"{split} {metric}", justify="right")
-    table.add_column(f"{task.primary_metric} - FP32", justify="right")
-    for name, each in scores.items():
-        difference = f"{differences[name]:+.1f}" if name in differences else ""
-        table.add_row(names[name], *(f"{100 * each[split][metric]:.1f}" for split, metric in columns), difference)
-    return table
