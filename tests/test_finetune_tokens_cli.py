@@ -143,3 +143,16 @@ def test_bad_input_is_one_line_and_exit_2(case, model_dir, data, tmp_path):
     assert result.stderr.startswith("error: ") and expected in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["tokens", "classify"])
+def test_a_hub_dataset_without_a_network_is_one_line_and_exit_2(command, model_dir, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "HF_DATASETS_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-m", "encoderkit", "finetune", command, "--model", str(model_dir),
+                             "--hub", "conll2003", f"output.dir={tmp_path / 'run'}"],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: could not load 'conll2003' (train) from the Hugging Face hub")
+    assert "pass local files instead" in result.stderr and len(result.stderr.strip().splitlines()) == 1
