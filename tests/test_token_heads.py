@@ -172,3 +172,40 @@ def test_a_float_token_classifier_converts_to_i_bert_for_quantization_aware_trai
     with torch.no_grad():
         logits = qat(**inputs)[valid]
     assert (logits - expected).norm() < 0.25 * expected.norm()  # 8 bits, random weights, hidden 32
+
+
+def test_the_loop_trains_a_token_head_exactly_as_transformers_does(tmp_path):
+    """Same weights, batches, AdamW and linear decay, no dropout: the same loss at every step (the loop, the
+    objective and the head together)."""
+    from encoderkit.objectives.token_classification import TokenClassificationObjective
+    from encoderkit.train.config import TrainConfig
+    from encoderkit.train.loop import train
+
+    config = electra.BertConfig(**TINY, num_labels=5, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    ours = randomize(electra.BertForTokenClassification(config))
+    theirs = theirs_from(ours, "bert", tmp_path / "start").train()
+    g = torch.Generator().manual_seed(3)
+    batches = []
+    for _ in range(6):
+        inputs = batch()
+        labels = torch.randint(0, 5, inputs["input_ids"].shape, generator=g)
+        labels[inputs["attention_mask"] == 0] = -100
+        batches.append({**inputs, "labels": labels})
+    cfg = TrainConfig(max_steps=6, batch_size=3, learning_rate=1e-3, weight_decay=0.0, adam_epsilon=1e-8,
+                      log_every=1, save_every=100)
+    train(ours, TokenClassificationObjective(), iter(batches), cfg, tmp_path / "run")
+    our_losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+                  if '"loss"' in line]
+    optimizer = torch.optim.AdamW(theirs.parameters(), lr=1e-3, eps=1e-8, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (6 - step) / 6)
+    their_losses = []
+    for each in batches:
+        loss = theirs(**each).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(theirs.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        their_losses.append(loss.item())
+    assert our_losses == pytest.approx(their_losses, rel=1e-4, abs=1e-5)
+    assert their_losses[-1] < their_losses[0]
