@@ -145,6 +145,94 @@ def finetune_glue(
     command(load_finetune_recipe(recipe, overrides), task, model, data_dir, seeds=seeds, resume=resume)
 
 
+@finetune_app.command("classify", epilog="Example: encoderkit finetune classify --model runs/electra-small "
+                                          "--train train.csv --validation dev.csv --text-column review "
+                                          "--label-column sentiment output.dir=runs/reviews")
+def finetune_classify(
+    recipe: str = typer.Argument("finetune-classify", help="A fine-tuning recipe YAML file or bundled name."),
+    overrides: list[str] = OVERRIDES,
+    model: Path = typer.Option(..., "--model", help="A pretrained model dir in Hugging Face format with its "
+                               "tokenizer (ALBERT, ELECTRA, BERT or I-BERT)."),
+    train: Path = typer.Option(None, "--train", help="Training rows: .csv, .tsv, .jsonl or .parquet."),
+    validation: Path = typer.Option(None, "--validation", help="Validation rows: the best checkpoint is picked "
+                                    "on them."),
+    test: Path = typer.Option(None, "--test", help="Rows to predict with the best checkpoint (labels optional)."),
+    data: Path = typer.Option(None, "--data", help="One file holding every split, with --split-column."),
+    split_column: str = typer.Option(None, "--split-column", help="--data's column naming each row's split "
+                                     "(train, validation, test)."),
+    hub: str = typer.Option(None, "--hub", help="A hub dataset (name or name:config) instead of files; needs a "
+                            "network."),
+    hub_splits: str = typer.Option("train,validation,test", "--hub-splits", help="The hub dataset's train, "
+                                   "validation and (optional) test split names."),
+    text_column: str = typer.Option("text", "--text-column", help="The text."),
+    pair_column: str = typer.Option(None, "--pair-column", help="A second text (sentence pairs)."),
+    label_column: str = typer.Option("label", "--label-column", help="The label: strings or integers (classes), "
+                                     "floats (regression) or lists (multi-label)."),
+    regression: bool = typer.Option(False, "--regression", help="Treat numeric labels as scores."),
+    threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="Multi-label: a class is "
+                                    "predicted where its probability exceeds this."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Fine-tune N times (seeds train.seed, +1, ...); "
+                              "report the median and range."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in output.dir."),
+):
+    """Sequence (pair) classification, multi-label classification or regression on your own files: label names
+    in config.json, accuracy / macro-F1 / Matthews (multi-label: micro / macro F1; regression: Pearson /
+    Spearman), per-class precision and recall."""
+    from encoderkit.commands.finetune_classify import finetune_classify as command
+    from encoderkit.commands.finetune_classify import read_splits
+    from encoderkit.recipes import load_finetune_recipe
+
+    overrides = overrides or []
+    if "=" in recipe:  # no recipe given, only overrides: the first one landed here
+        recipe, overrides = "finetune-classify", [recipe, *overrides]
+    loaded = load_finetune_recipe(recipe, overrides)
+    splits = tuple(name or None for name in hub_splits.split(","))
+    rows = read_splits({"train": train, "validation": validation, "test": test}, data, split_column, hub, splits)
+    command(loaded, model, rows, text_column, pair_column, label_column, regression=regression, threshold=threshold,
+            seeds=seeds, resume=resume)
+
+
+@finetune_app.command("tokens", epilog="Example: encoderkit finetune tokens --model runs/electra-small "
+                                        "--train train.conll --validation dev.conll output.dir=runs/ner")
+def finetune_tokens(
+    recipe: str = typer.Argument("finetune-tokens", help="A fine-tuning recipe YAML file or bundled name."),
+    overrides: list[str] = OVERRIDES,
+    model: Path = typer.Option(..., "--model", help="A pretrained model dir in Hugging Face format with its "
+                               "tokenizer (ALBERT, ELECTRA, BERT or I-BERT)."),
+    train: Path = typer.Option(None, "--train", help="Training sentences: CoNLL-style (a token per line, a blank "
+                               "line between sentences) or .jsonl ({\"tokens\": [...], \"tags\": [...]})."),
+    validation: Path = typer.Option(None, "--validation", help="Validation sentences, as --train: the best "
+                                    "checkpoint is picked on them."),
+    test: Path = typer.Option(None, "--test", help="Sentences to tag with the best checkpoint (tags optional)."),
+    tag_column: int = typer.Option(-1, "--tag-column", help="CoNLL files: the tag's column, from 0 (-1: last)."),
+    hub: str = typer.Option(None, "--hub", help="A hub dataset (name or name:config) with a tokens column "
+                            "instead of files; needs a network."),
+    hub_splits: str = typer.Option("train,validation,test", "--hub-splits", help="The hub dataset's train, "
+                                   "validation and (optional) test split names."),
+    hub_tags: str = typer.Option("ner_tags", "--hub-tags", help="The hub dataset's tag column."),
+    label_all_pieces: bool = typer.Option(False, "--label-all-pieces", help="Train on every piece of a word "
+                                          "(B- tags become I- after the first), not only on its first."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Fine-tune N times (seeds train.seed, +1, ...); "
+                              "report the median and range."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in output.dir."),
+):
+    """Token classification (NER, POS, chunking): words aligned to subword pieces, entity-level F1 as
+    seqeval computes it for BIO / BIOES tags, token accuracy otherwise."""
+    from encoderkit.commands.finetune_tokens import finetune_tokens as command
+    from encoderkit.commands.finetune_tokens import read_splits
+    from encoderkit.recipes import load_finetune_recipe
+
+    overrides = overrides or []
+    if "=" in recipe:  # no recipe given, only overrides: the first one landed here
+        recipe, overrides = "finetune-tokens", [recipe, *overrides]
+    splits = [name or None for name in hub_splits.split(",")]
+    if len(splits) not in (2, 3):
+        _fail(f"--hub-splits: {hub_splits!r}; give train,validation or train,validation,test")
+    loaded = load_finetune_recipe(recipe, overrides)
+    data = read_splits(train, validation, test, tag_column, hub, (*splits, None)[:3], hub_tags)
+    command(loaded, model, data, label_all_pieces=label_all_pieces, seeds=seeds, resume=resume)
+
+
 @app.command(epilog="Example: encoderkit quantize --model runs/rte/rte/best --task rte --data-dir glue_data "
                     "quantize-glue output.dir=runs/rte-int8")
 def quantize(

@@ -1,5 +1,6 @@
 """`encoderkit predict`: the answer of a fine-tuned model for each stdin line. The dir's head picks the answer
-(ANSWERS): a sequence classifier gives the label and its probability (a regression head: the score), from a
+(ANSWERS): a sequence classifier gives the label and its probability (a regression head: the score; a multi-label
+head: every label above MULTI_LABEL_THRESHOLD), a token classifier each word's tag; from a
 Hugging Face model dir (ALBERT, ELECTRA, BERT, RoBERTa, I-BERT) or the integer-only model that `encoderkit quantize`
 writes (its integer/ dir), which runs without any float model.
 
@@ -28,6 +29,8 @@ from encoderkit.commands.lines import (
 from encoderkit.data.classification import encode_examples, iter_batches
 from encoderkit.data.glue import GlueExample, get_task
 from encoderkit.errors import UserError
+
+MULTI_LABEL_THRESHOLD = 0.5  # a multi-label head's classes above this probability (finetune classify's default)
 
 
 class PredictError(UserError):
@@ -63,19 +66,51 @@ class SequenceClassifier:
                                                                       "token_type_ids"))).float()
         if logits.shape[-1] == 1:
             return [{"score": score} for score in logits[:, 0].tolist()]
+        if getattr(getattr(self.model, "config", None), "problem_type", None) == "multi_label_classification":
+            chosen = [[i for i, p in enumerate(row) if p > MULTI_LABEL_THRESHOLD] for row in logits.sigmoid().tolist()]
+            return [{"labels": [self.labels[i] if self.labels else i for i in row]} for row in chosen]
         probabilities, indices = logits.softmax(-1).max(-1)
         return [{"label": self.labels[index] if self.labels else index, "score": probability}
                 for probability, index in zip(probabilities.tolist(), indices.tolist())]
 
     @staticmethod
     def render(text: str, answer: dict) -> str:
+        if "labels" in answer:  # multi-label
+            return f"{','.join(map(str, answer['labels']))}\t{text}\n"
         if "label" in answer:
             return f"{answer['label']}\t{answer['score']:.4f}\t{text}\n"
         return f"{answer['score']:.4f}\t{text}\n"
 
 
+class WordTagger:
+    """The answer of a token-classification head: {words, tags}, the line's whitespace-separated words and each
+    one's tag (config.json's names); a line longer than the model's positions is tagged in windows."""
+
+    def __init__(self, model, tokenizer, max_seq_length: int, labels: tuple[str, ...] | None):
+        self.model, self.tokenizer, self.max_seq_length = model, tokenizer, max_seq_length
+        self.names = model.config.label_names()
+
+    def prepare(self, text: str) -> Prepared:
+        words = text.split()
+        return Prepared(sum(len(self.tokenizer.encode(word)) for word in words), words, None)
+
+    def run(self, lines: list[list[str]]) -> list[dict]:
+        from encoderkit.data.tokens import TaggedSentence, encode_tagged
+        from encoderkit.train.evaluate import predict_tags
+
+        encoded = encode_tagged([TaggedSentence(words, None, "stdin") for words in lines], self.tokenizer,
+                                self.max_seq_length, None)
+        with torch.inference_mode():
+            tags = predict_tags(self.model, encoded, len(encoded))
+        return [{"words": words, "tags": [self.names[i] for i in row]} for words, row in zip(lines, tags, strict=True)]
+
+    @staticmethod
+    def render(text: str, answer: dict) -> str:
+        return " ".join(f"{word}/{tag}" for word, tag in zip(answer["words"], answer["tags"], strict=True)) + "\n"
+
+
 # The head of a model dir -> its answer.
-ANSWERS = {"sequence_classification": SequenceClassifier}
+ANSWERS = {"sequence_classification": SequenceClassifier, "token_classification": WordTagger}
 
 
 def _device(model) -> torch.device:
@@ -131,7 +166,11 @@ def run(model_dir: Path, stream: BinaryIO, fmt: str, task: str | None = None, ma
             outputs = model(ids).shape[-1]
         if outputs != glue_task.num_labels:
             raise PredictError(f"--task: {glue_task.name} has {glue_task.num_labels} output(s), the model {outputs}")
-    labels = glue_task.labels if glue_task else None
+    if glue_task is not None:
+        labels = glue_task.labels
+    else:  # config.json's id2label, unless the run named no classes (LABEL_<i>)
+        named = model.config.label_names() if getattr(model, "config", None) is not None else []
+        labels = None if named == [f"LABEL_{i}" for i in range(len(named))] else tuple(named)
     answer = ANSWERS[head](model, tokenizer, min(max_seq_length, max_tokens(model)), labels)
     return answer_stream(stream, LineTask(answer.prepare, answer.run, answer.render), fmt, out, err, batch_size)
 

@@ -4,16 +4,17 @@ published ones, FP32 against quantized scores."""
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 
 from rich.table import Table
 
 from encoderkit.data.glue import PUBLISHED_DEV_SCORES, TASKS, GlueTask
 
 
-def seed_statistics(task: GlueTask, seed_results: list[dict]) -> dict:
+def seed_statistics(dev_splits: Sequence[str], seed_results: list[dict]) -> dict:
     """Median, min and max over the seeds of every dev split's every metric."""
     stats = {"median": {}, "min": {}, "max": {}}
-    for split in task.dev_splits:
+    for split in dev_splits:
         for metric in seed_results[0]["scores"][split]:
             values = [result["scores"][split][metric] for result in seed_results]
             for name, reduce in (("median", statistics.median), ("min", min), ("max", max)):
@@ -74,6 +75,32 @@ def comparison_table(rows: list[dict], average: dict, published_model: str | Non
 
 def _points(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
+
+
+def seeds_table(title: str, split: str, runs: dict) -> Table:
+    """The dev split's metrics x100: the median over the seeds and, with several seeds, their range."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("ours", justify="right")
+    show_range = len(runs["seeds"]) > 1
+    if show_range:
+        table.add_column("seeds min-max", justify="right")
+    for metric, value in runs["median"][split].items():
+        low, high = runs["min"][split][metric], runs["max"][split][metric]
+        table.add_row(metric, f"{100 * value:.1f}", *([f"{100 * low:.1f}-{100 * high:.1f}"] if show_range else []))
+    return table
+
+
+def per_class_table(title: str, rows: dict[str, dict]) -> Table:
+    """One row per class (or entity type): precision, recall, F1 x100 where given, and the support."""
+    table = Table(title=title)
+    table.add_column("class")
+    metrics = [m for m in ("precision", "recall", "f1") if any(m in row for row in rows.values())]
+    for column in (*metrics, "support"):
+        table.add_column(column, justify="right")
+    for name, row in rows.items():
+        table.add_row(name, *(f"{100 * row[m]:.1f}" for m in metrics), str(row["support"]))
+    return table
 
 
 def scores_table(task: GlueTask, scores: dict[str, dict], differences: dict[str, float],

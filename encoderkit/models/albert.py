@@ -160,3 +160,18 @@ class AlbertForSequenceClassification(nn.Module):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
         hidden = self.encoder(input_ids, attention_mask, token_type_ids, first_token(input_ids))
         return self.classifier(self.dropout(self.encoder.pooler(hidden)))
+
+
+class AlbertForTokenClassification(nn.Module):
+    """hidden states -> dropout -> linear at every position; returns (B, S, num_labels). No pooler, as in HF."""
+
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = AlbertModel(config, with_pooler=False)
+        self.dropout = Dropout(config.classifier_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        init_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        return self.classifier(self.dropout(self.encoder(input_ids, attention_mask, token_type_ids)))

@@ -27,16 +27,25 @@ from torch import nn
 
 from encoderkit.files import atomic_write, write_text
 
-from .albert import AlbertConfig, AlbertForMaskedLM, AlbertForPreTraining, AlbertForSequenceClassification, AlbertModel
+from .albert import (
+    AlbertConfig,
+    AlbertForMaskedLM,
+    AlbertForPreTraining,
+    AlbertForSequenceClassification,
+    AlbertForTokenClassification,
+    AlbertModel,
+)
 from .electra import (
     BertConfig,
     BertForMaskedLM,
     BertForSequenceClassification,
+    BertForTokenClassification,
     BertModel,
     ElectraConfig,
     ElectraForMaskedLM,
     ElectraForPreTraining,
     ElectraForSequenceClassification,
+    ElectraForTokenClassification,
     ElectraGeneratorDiscriminator,
     ElectraModel,
 )
@@ -54,17 +63,20 @@ FAMILIES = {
         "pretraining": AlbertForPreTraining,
         "masked_lm": AlbertForMaskedLM,
         "sequence_classification": AlbertForSequenceClassification,
+        "token_classification": AlbertForTokenClassification,
     }),
     "electra": (ElectraConfig, {
         "base": ElectraModel,
         "discriminator": ElectraForPreTraining,
         "masked_lm": ElectraForMaskedLM,
         "sequence_classification": ElectraForSequenceClassification,
+        "token_classification": ElectraForTokenClassification,
     }),
     "bert": (BertConfig, {
         "base": BertModel,
         "masked_lm": BertForMaskedLM,
         "sequence_classification": BertForSequenceClassification,
+        "token_classification": BertForTokenClassification,
     }),
     "ibert": (IBertConfig, IBERT_HEADS),
     "roberta": (RobertaConfig, {
@@ -127,6 +139,7 @@ HEAD_NAMES = {
     "AlbertForPreTraining": {**_ALBERT_MLM, "sop_classifier": "sop_classifier.classifier"},
     "AlbertForMaskedLM": _ALBERT_MLM,
     "AlbertForSequenceClassification": {"classifier": "classifier"},
+    "AlbertForTokenClassification": {"classifier": "classifier"},
     "ElectraModel": {},
     "ElectraForPreTraining": {"discriminator_head.dense": "discriminator_predictions.dense",
                               "discriminator_head.prediction": "discriminator_predictions.dense_prediction"},
@@ -134,10 +147,12 @@ HEAD_NAMES = {
                            "mlm_head.norm": "generator_predictions.LayerNorm", "mlm_head": "generator_lm_head"},
     "ElectraForSequenceClassification": {"classifier.dense": "classifier.dense",
                                          "classifier.out_proj": "classifier.out_proj"},
+    "ElectraForTokenClassification": {"classifier": "classifier"},
     "BertModel": {},
     "BertForMaskedLM": {"mlm_head.dense": "cls.predictions.transform.dense",
                         "mlm_head.norm": "cls.predictions.transform.LayerNorm", "mlm_head": "cls.predictions"},
     "BertForSequenceClassification": {"classifier": "classifier"},
+    "BertForTokenClassification": {"classifier": "classifier"},
     "RobertaModel": {},
     "RobertaForMaskedLM": {"mlm_head.dense": "lm_head.dense", "mlm_head.norm": "lm_head.layer_norm",
                            "mlm_head": "lm_head"},

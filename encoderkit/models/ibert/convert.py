@@ -35,6 +35,8 @@ _FLOAT_HEADS = {
                                "generator_lm_head": "lm_head"},
     ("roberta", "sequence_classification"): {"classifier": "classifier"},
     ("roberta", "masked_lm"): {"lm_head": "lm_head"},
+    # Token classifiers are one float linear layer in every family, so all of them map, ELECTRA's too.
+    **{(family, "token_classification"): {"classifier": "classifier"} for family in FLOAT_FAMILIES},
 }
 
 

@@ -345,6 +345,21 @@ class IBertForSequenceClassification(nn.Module):
         return self.classifier(self.ibert(input_ids, attention_mask, token_type_ids))
 
 
+class IBertForTokenClassification(nn.Module):
+    """hidden states -> dropout -> linear (float) at every position; returns (B, S, num_labels)."""
+
+    def __init__(self, config: IBertConfig):
+        super().__init__()
+        self.config = config
+        self.ibert = IBertModel(config, add_pooling_layer=False)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        _init_ibert_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        return self.classifier(self.dropout(self.ibert(input_ids, attention_mask, token_type_ids)))
+
+
 class IBertLMHead(nn.Module):
     """RoBERTa's MLM head (float): dense (to the embeddings' width), gelu, LayerNorm, decoder tied to the word
     embeddings, bias."""
@@ -377,6 +392,7 @@ class IBertForMaskedLM(nn.Module):
 HEADS = {
     "base": IBertModel,
     "sequence_classification": IBertForSequenceClassification,
+    "token_classification": IBertForTokenClassification,
     "masked_lm": IBertForMaskedLM,
 }
 BASE_PREFIX = "ibert."  # a head model's base model (hf_format loads base and head checkpoints either way)
