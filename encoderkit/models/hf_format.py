@@ -26,15 +26,27 @@ from torch import nn
 
 from encoderkit.files import atomic_write, write_text
 
-from .albert import AlbertConfig, AlbertForMaskedLM, AlbertForPreTraining, AlbertForSequenceClassification, AlbertModel
+from .albert import (
+    AlbertConfig,
+    AlbertForMaskedLM,
+    AlbertForMultipleChoice,
+    AlbertForPreTraining,
+    AlbertForQuestionAnswering,
+    AlbertForSequenceClassification,
+    AlbertModel,
+)
 from .electra import (
     BertConfig,
     BertForMaskedLM,
+    BertForMultipleChoice,
+    BertForQuestionAnswering,
     BertForSequenceClassification,
     BertModel,
     ElectraConfig,
     ElectraForMaskedLM,
+    ElectraForMultipleChoice,
     ElectraForPreTraining,
+    ElectraForQuestionAnswering,
     ElectraForSequenceClassification,
     ElectraGeneratorDiscriminator,
     ElectraModel,
@@ -52,17 +64,23 @@ FAMILIES = {
         "pretraining": AlbertForPreTraining,
         "masked_lm": AlbertForMaskedLM,
         "sequence_classification": AlbertForSequenceClassification,
+        "question_answering": AlbertForQuestionAnswering,
+        "multiple_choice": AlbertForMultipleChoice,
     }),
     "electra": (ElectraConfig, {
         "base": ElectraModel,
         "discriminator": ElectraForPreTraining,
         "masked_lm": ElectraForMaskedLM,
         "sequence_classification": ElectraForSequenceClassification,
+        "question_answering": ElectraForQuestionAnswering,
+        "multiple_choice": ElectraForMultipleChoice,
     }),
     "bert": (BertConfig, {
         "base": BertModel,
         "masked_lm": BertForMaskedLM,
         "sequence_classification": BertForSequenceClassification,
+        "question_answering": BertForQuestionAnswering,
+        "multiple_choice": BertForMultipleChoice,
     }),
     "ibert": (IBertConfig, IBERT_HEADS),
 }
@@ -119,6 +137,8 @@ HEAD_NAMES = {
     "AlbertForPreTraining": {**_ALBERT_MLM, "sop_classifier": "sop_classifier.classifier"},
     "AlbertForMaskedLM": _ALBERT_MLM,
     "AlbertForSequenceClassification": {"classifier": "classifier"},
+    "AlbertForQuestionAnswering": {"qa_outputs": "qa_outputs"},
+    "AlbertForMultipleChoice": {"classifier": "classifier"},
     "ElectraModel": {},
     "ElectraForPreTraining": {"discriminator_head.dense": "discriminator_predictions.dense",
                               "discriminator_head.prediction": "discriminator_predictions.dense_prediction"},
@@ -126,10 +146,14 @@ HEAD_NAMES = {
                            "mlm_head.norm": "generator_predictions.LayerNorm", "mlm_head": "generator_lm_head"},
     "ElectraForSequenceClassification": {"classifier.dense": "classifier.dense",
                                          "classifier.out_proj": "classifier.out_proj"},
+    "ElectraForQuestionAnswering": {"qa_outputs": "qa_outputs"},
+    "ElectraForMultipleChoice": {"sequence_summary.summary": "sequence_summary.summary", "classifier": "classifier"},
     "BertModel": {},
     "BertForMaskedLM": {"mlm_head.dense": "cls.predictions.transform.dense",
                         "mlm_head.norm": "cls.predictions.transform.LayerNorm", "mlm_head": "cls.predictions"},
     "BertForSequenceClassification": {"classifier": "classifier"},
+    "BertForQuestionAnswering": {"qa_outputs": "qa_outputs"},
+    "BertForMultipleChoice": {"classifier": "classifier"},
 }
 
 # Decoder weights that transformers ties to other tensors; older checkpoints store them, we never need them.
