@@ -217,10 +217,15 @@ def test_missing_encoder_tensor_is_an_error(tmp_path):
         hf_format.load_pretrained(tmp_path, "masked_lm")
 
 
+# HFConfig's own fields: label names (transformers' default table is LABEL_<i>) and the unknown keys kept
+OUR_CONFIG_FIELDS = ("id2label", "extra_keys")
+
+
 def test_config_matches_transformers_defaults_and_round_trips():
-    ours = dataclasses.asdict(albert.AlbertConfig())
+    ours = {k: v for k, v in dataclasses.asdict(albert.AlbertConfig()).items() if k not in OUR_CONFIG_FIELDS}
     theirs = transformers.AlbertConfig()
     assert {k: getattr(theirs, k) for k in ours} == ours
+    assert albert.AlbertConfig().label_names() == list(theirs.id2label.values())
     config = albert.AlbertConfig(**GROUPED, num_labels=3, problem_type="single_label_classification")
     d = config.to_hf_dict()
     assert d["model_type"] == "albert"

@@ -14,16 +14,13 @@ The run dir (output.dir):
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import shutil
 from pathlib import Path
 
-import torch
 from rich.console import Console
 
 from encoderkit.commands.report import compare_with_published, comparison_table, seed_statistics
-from encoderkit.data.classification import EpochBatches, add_swapped_pairs, encode_examples
+from encoderkit.data.classification import add_swapped_pairs, encode_examples
 from encoderkit.data.glue import TASKS, GlueTask, get_task, load_task, write_predictions
 from encoderkit.data.tokenizer import Tokenizer
 from encoderkit.errors import UserError
@@ -31,9 +28,9 @@ from encoderkit.files import write_json
 from encoderkit.models.load import load_model, max_tokens, read_model_config
 from encoderkit.objectives.classification import ClassificationObjective
 from encoderkit.recipes import FinetuneRecipe, RecipeError, dump_yaml
-from encoderkit.train.evaluate import BestCheckpoint, best_evaluation, predict
-from encoderkit.train.optim import layerwise_learning_rate, parameter_groups
-from encoderkit.train.run_dir import CHECKPOINTS, latest_checkpoint, write_run_record
+from encoderkit.train.evaluate import glue_primary, predict, score_dev_splits
+from encoderkit.train.finetune import EpochPlan, FinetuneTask, finetune_seeds
+from encoderkit.train.run_dir import write_run_record
 
 ALL_TASKS = "all"
 RESULTS_FILE = "results.json"
@@ -57,63 +54,31 @@ def load_classifier(model_dir: Path, task: GlueTask, dropout: float | None):
 
 def finetune_task(task: GlueTask, recipe: FinetuneRecipe, model_dir: Path, data_dir: Path | None, tokenizer,
                   seeds: int, out: Path, console: Console, is_main: bool) -> dict:
-    from encoderkit.train.loop import train
-
-    settings, train_cfg = recipe.finetune, recipe.train
+    settings = recipe.finetune
     data = load_task(task.name, data_dir)
     train_examples = data["train"]
     if task.name in settings.swap_pairs:
         train_examples = add_swapped_pairs(train_examples)
-    train_set = encode_examples(train_examples, tokenizer, settings.max_seq_length)
     dev = {split: encode_examples(data[split], tokenizer, settings.max_seq_length) for split in task.dev_splits}
-
-    epochs = settings.task_epochs.get(task.name, settings.epochs)
-    steps_per_epoch = len(train_set) // train_cfg.batch_size
-    if steps_per_epoch == 0:
-        raise RecipeError(f"train.batch_size: {train_cfg.batch_size} is more than the {len(train_set)} "
-                          f"training examples of {task.name}")
-    max_steps = epochs * steps_per_epoch
-    accumulation = train_cfg.gradient_accumulation_steps
     task_dir = out / task.name
-
-    seed_results = []
-    for seed in range(train_cfg.seed, train_cfg.seed + seeds):
-        seed_dir = task_dir / f"seed-{seed}"
-        if (seed_dir / "result.json").is_file():  # finished before this run was resumed
-            seed_results.append(json.loads((seed_dir / "result.json").read_text()))
-            continue
-        if is_main:
-            console.log(f"{task.name}, seed {seed}: {len(train_set)} training examples, "
-                        f"{epochs} epochs of {steps_per_epoch} steps")
-        torch.manual_seed(seed)  # the new head's initialisation differs per seed
-        model = load_classifier(model_dir, task, settings.classifier_dropout)
-        cfg = dataclasses.replace(train_cfg, seed=seed, max_steps=max_steps, save_every=steps_per_epoch,
-                                  warmup_steps=round(settings.warmup_fraction * max_steps))
-        groups = parameter_groups(model, cfg.weight_decay,
-                                  layerwise_learning_rate(model, cfg.learning_rate, settings.layerwise_lr_decay))
-        batches = EpochBatches(train_set, cfg.batch_size // accumulation, steps_per_epoch * accumulation, seed)
-        keep_best = BestCheckpoint(task, dev, settings.eval_batch_size, task_dir / "best", tokenizer, seed,
-                                   steps_per_epoch, writes=is_main)
-        resume = latest_checkpoint(seed_dir, missing_ok=True) is not None
-        train(model, ClassificationObjective(task.num_labels), batches, cfg, seed_dir, resume=resume,
-              param_groups=groups, evaluate=keep_best, eval_every=steps_per_epoch, console=console)
-        if is_main:
-            result = {"seed": seed, **best_evaluation(seed_dir, task, steps_per_epoch)}
-            write_json(seed_dir / "result.json", result)
-            # A finished seed resumes from result.json; its checkpoints hold the optimizer state (3x the model).
-            shutil.rmtree(seed_dir / CHECKPOINTS, ignore_errors=True)
-            seed_results.append(result)
-
+    runs = finetune_seeds(
+        FinetuneTask(name=task.name,
+                     new_model=lambda: load_classifier(model_dir, task, settings.classifier_dropout),
+                     objective=ClassificationObjective(task.num_labels),
+                     train_set=encode_examples(train_examples, tokenizer, settings.max_seq_length),
+                     dev_splits=task.dev_splits,
+                     evaluate=lambda model: score_dev_splits(model, task, dev, settings.eval_batch_size),
+                     primary=glue_primary(task)),
+        EpochPlan(settings.task_epochs.get(task.name, settings.epochs), settings.layerwise_lr_decay,
+                  settings.warmup_fraction),
+        recipe.train, seeds, task_dir, tokenizer, console, is_main)
     if not is_main:
         return {}
     predictions = write_test_predictions(task, data, task_dir / "best", out / "predictions", tokenizer,
                                          settings.max_seq_length, settings.eval_batch_size)
     return {
-        "train_examples": len(train_set),
-        "epochs": epochs,
-        "steps_per_epoch": steps_per_epoch,
-        "seeds": seed_results,
-        **seed_statistics(task, seed_results),
+        **runs,
+        **seed_statistics(task, runs["seeds"]),
         "best_checkpoint": json.loads((task_dir / "best" / "eval.json").read_text()),
         "predictions": [str(path.relative_to(out)) for path in predictions],
     }

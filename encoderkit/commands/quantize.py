@@ -39,7 +39,7 @@ from encoderkit.errors import UserError
 from encoderkit.files import write_json
 from encoderkit.objectives.classification import ClassificationObjective
 from encoderkit.recipes import QuantizeRecipe, RecipeError, dump_yaml
-from encoderkit.train.evaluate import BestCheckpoint, primary_score, score_dev_splits
+from encoderkit.train.evaluate import BestCheckpoint, glue_primary, primary_score, score_dev_splits
 from encoderkit.train.optim import NO_DECAY_SUFFIXES
 
 RESULTS_FILE = "results.json"
@@ -201,8 +201,9 @@ def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_
                               warmup_steps=round(settings.warmup_fraction * max_steps))
     accumulation = cfg.gradient_accumulation_steps
     batches = EpochBatches(train_set, batch_size // accumulation, steps_per_epoch * accumulation, cfg.seed)
-    keep_best = BestCheckpoint(task, dev, settings.eval_batch_size, out / QAT_DIR, tokenizer, cfg.seed,
-                               steps_per_epoch, writes=True, save_model=hf_format.save_pretrained)
+    keep_best = BestCheckpoint(lambda model: score_dev_splits(model, task, dev, settings.eval_batch_size),
+                               glue_primary(task), out / QAT_DIR, tokenizer, cfg.seed, steps_per_epoch, writes=True,
+                               save_model=hf_format.save_pretrained)
     groups = qat_param_groups(qat_model, fresh, cfg.learning_rate, settings.new_head_learning_rate,
                               cfg.weight_decay)
     train(qat_model, ClassificationObjective(task.num_labels), batches, cfg, out / TRAIN_DIR, param_groups=groups,
@@ -216,7 +217,7 @@ def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_
     if integer is not None:
         scores["integer"] = score_dev_splits(integer, task, dev, settings.eval_batch_size)
 
-    fp32 = primary_score(task, scores["fp32"])
+    fp32 = primary_score(scores["fp32"], glue_primary(task))
     results = {
         "recipe": recipe.name, "task": task.name, "model": str(model_dir), "architecture": architecture,
         "train_examples": len(train_set), "epochs": epochs, "steps_per_epoch": steps_per_epoch,
@@ -224,7 +225,7 @@ def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_
         "freshly_initialised": fresh,
         "scores": scores,
         # the primary metric (first dev split) minus FP32's, in points
-        "difference_points": {name: 100 * (primary_score(task, each) - fp32)
+        "difference_points": {name: 100 * (primary_score(each, glue_primary(task)) - fp32)
                               for name, each in scores.items() if name != "fp32"},
     }
     if export_error:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -103,10 +103,12 @@ class EpochBatches:
 
     An epoch is `batches_per_epoch` full batches (the few examples after the last full batch differ
     from epoch to epoch). The state, (epoch, batch), is what the loop's checkpoints save for an exact resume.
+    `batcher(examples, batch_size, shuffle, seed)` makes one pass (any task's examples: iter_batches' contract).
     """
 
-    def __init__(self, examples: EncodedExamples, batch_size: int, batches_per_epoch: int, seed: int):
-        self.examples, self.batch_size, self.seed = examples, batch_size, seed
+    def __init__(self, examples, batch_size: int, batches_per_epoch: int, seed: int,
+                 batcher: Callable[..., Iterator[dict]] = iter_batches):
+        self.examples, self.batch_size, self.seed, self.batcher = examples, batch_size, seed, batcher
         self.batches_per_epoch = batches_per_epoch
         self.epoch, self.batch = 0, 0
         self._rest_of_epoch = None
@@ -119,7 +121,7 @@ class EpochBatches:
             self.epoch, self.batch, self._rest_of_epoch = self.epoch + 1, 0, None
         if self._rest_of_epoch is None:
             # seed * 10_000 + epoch: two seeds never share an epoch's order (seed + epoch would).
-            order = iter_batches(self.examples, self.batch_size, shuffle=True, seed=self.seed * 10_000 + self.epoch)
+            order = self.batcher(self.examples, self.batch_size, shuffle=True, seed=self.seed * 10_000 + self.epoch)
             self._rest_of_epoch = itertools.islice(order, self.batch, None)
         self.batch += 1
         return next(self._rest_of_epoch)

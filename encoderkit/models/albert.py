@@ -157,6 +157,21 @@ class AlbertForSequenceClassification(nn.Module):
         return self.classifier(self.dropout(self.encoder.pooler(hidden)))
 
 
+class AlbertForTokenClassification(nn.Module):
+    """hidden states -> dropout -> linear at every position; returns (B, S, num_labels). No pooler, as in HF."""
+
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = AlbertModel(config, with_pooler=False)
+        self.dropout = Dropout(config.classifier_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        init_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        return self.classifier(self.dropout(self.encoder(input_ids, attention_mask, token_type_ids)))
+
+
 class AlbertForQuestionAnswering(nn.Module):
     """qa_outputs (H -> 2) on every token: start and end logits (B, S) each; no pooler, as in transformers."""
 

@@ -209,6 +209,22 @@ class ElectraForSequenceClassification(nn.Module):
         return self.classifier(self.encoder(input_ids, attention_mask, token_type_ids, first_token(input_ids)))
 
 
+class ElectraForTokenClassification(nn.Module):
+    """hidden states -> dropout -> linear at every position; returns (B, S, num_labels)."""
+
+    def __init__(self, config: ElectraConfig | BertConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = ElectraModel(config)  # BERT's token head, too, has no pooler (transformers)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        init_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        return self.classifier(self.dropout(self.encoder(input_ids, attention_mask, token_type_ids)))
+
+
 class QuestionAnsweringHead(nn.Module):
     """ELECTRA's and BERT's: qa_outputs (H -> 2) on every token: start and end logits (B, S) each."""
 
@@ -351,6 +367,10 @@ class BertForSequenceClassification(nn.Module):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
         hidden = self.encoder(input_ids, attention_mask, token_type_ids, first_token(input_ids))
         return self.classifier(self.dropout(self.encoder.pooler(hidden)))
+
+
+class BertForTokenClassification(ElectraForTokenClassification):
+    """ELECTRA's token head on BERT's encoder (E == H, no pooler): the same modules and tensor names."""
 
 
 class BertForQuestionAnswering(QuestionAnsweringHead):

@@ -33,25 +33,50 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+@dataclasses.dataclass
 class HFConfig:
-    """Mixin for a config dataclass whose fields are the keys of a transformers `config.json`."""
+    """Mixin for a config dataclass whose fields are the keys of a transformers `config.json`.
+
+    Every family's config has `num_labels`. Label names, where known, are `id2label` (class index -> name),
+    written with `label2id` as transformers does so its pipelines show them. Keys of a loaded config.json that
+    the config has no field for (`summary_*`, `transformers_version`, ...) are kept in `extra_keys` and written
+    back, so a load-save round trip loses nothing; they take no part in comparing configs.
+    """
 
     model_type: ClassVar[str]
 
+    id2label: dict[int, str] | None = None
+    extra_keys: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
     @classmethod
     def from_hf_dict(cls, d: dict[str, Any]):
-        """Build from a transformers config dict; keys this config has no field for are ignored."""
+        """Build from a transformers config dict; keys this config has no field for go to extra_keys."""
         if d.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError(f"position_embedding_type {d['position_embedding_type']!r}: only 'absolute' is built")
         known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in d.items() if k in known}
+        kwargs = {k: v for k, v in d.items() if k in known and k != "extra_keys"}
         if "id2label" in d:  # transformers writes the label count as the id2label table
             kwargs["num_labels"] = len(d["id2label"])
+            names = {int(i): name for i, name in d["id2label"].items()}
+            # transformers' default table, LABEL_<i>, names nothing
+            kwargs["id2label"] = None if all(name == f"LABEL_{i}" for i, name in names.items()) else names
+        derived = {"label2id", "model_type", "architectures"}  # rewritten from the fields and the model on save
+        kwargs["extra_keys"] = {k: v for k, v in d.items() if k not in known and k not in derived}
         return cls(**kwargs)
 
+    def label_names(self) -> list[str]:
+        """Each class's name: id2label's where it names every class, else transformers' LABEL_<i>."""
+        if self.id2label is not None and sorted(self.id2label) == list(range(self.num_labels)):
+            return [self.id2label[i] for i in range(self.num_labels)]
+        return [f"LABEL_{i}" for i in range(self.num_labels)]
+
     def to_hf_dict(self) -> dict[str, Any]:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra_keys"}
+        names = self.label_names()
+        fields["id2label"] = {str(i): name for i, name in enumerate(names)}
+        fields["label2id"] = {name: i for i, name in enumerate(names)}
         # The output layer is always tied to the word embeddings here, as in every reference checkpoint.
-        return {"model_type": self.model_type, **dataclasses.asdict(self), "tie_word_embeddings": True}
+        return {**self.extra_keys, "model_type": self.model_type, **fields, "tie_word_embeddings": True}
 
 
 class Dropout(nn.Dropout):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -40,32 +40,39 @@ def score_dev_splits(model, task: GlueTask, dev: dict[str, EncodedExamples], bat
             for split, examples in dev.items()}
 
 
-def primary_score(task: GlueTask, scores: dict[str, dict]) -> float:
-    """What picks the best checkpoint: the task's primary metric on its first dev split."""
-    return scores[task.dev_splits[0]][task.primary_metric]
+def glue_primary(task: GlueTask) -> tuple[str, str]:
+    """What picks a GLUE task's best checkpoint: its primary metric on its first dev split."""
+    return task.dev_splits[0], task.primary_metric
+
+
+def primary_score(scores: dict[str, dict], primary: tuple[str, str]) -> float:
+    split, metric = primary
+    return scores[split][metric]
 
 
 class BestCheckpoint:
-    """The evaluate callback: scores the dev splits after each epoch and keeps the best checkpoint so far
-    (over the epochs of every seed of the task) in `directory`, with its tokenizer and eval.json.
+    """The evaluate callback: scores the dev splits after each epoch (`evaluate(model) -> {split: {metric:
+    value}}`) and keeps the best checkpoint so far by the `primary` (split, metric), over the epochs of every
+    seed of the task, in `directory`, with its tokenizer and eval.json.
 
     `save_model(model, directory)` writes the model (default: hf_format.save_pretrained); `writes=False`
     (processes other than the main one) scores without writing.
     """
 
-    def __init__(self, task: GlueTask, dev: dict[str, EncodedExamples], batch_size: int, directory: Path,
-                 tokenizer, seed: int, steps_per_epoch: int, writes: bool, save_model: Callable | None = None):
+    def __init__(self, evaluate: Callable[[torch.nn.Module], dict[str, dict]], primary: tuple[str, str],
+                 directory: Path, tokenizer, seed: int, steps_per_epoch: int, writes: bool,
+                 save_model: Callable | None = None):
         from encoderkit.models.hf_format import save_pretrained
 
-        self.task, self.dev, self.batch_size, self.directory = task, dev, batch_size, directory
+        self.evaluate, self.primary, self.directory = evaluate, primary, directory
         self.tokenizer, self.seed, self.steps_per_epoch, self.writes = tokenizer, seed, steps_per_epoch, writes
         self.save_model = save_model or save_pretrained
         eval_file = directory / "eval.json"
-        self.best = primary_score(task, json.loads(eval_file.read_text())["scores"]) if eval_file.is_file() else None
+        self.best = primary_score(json.loads(eval_file.read_text())["scores"], primary) if eval_file.is_file() else None
 
     def __call__(self, model, step: int) -> dict:
-        scores = score_dev_splits(model, self.task, self.dev, self.batch_size)
-        score = primary_score(self.task, scores)
+        scores = self.evaluate(model)
+        score = primary_score(scores, self.primary)
         if self.best is None or score > self.best:
             self.best = score
             if self.writes:
@@ -80,13 +87,13 @@ class BestCheckpoint:
         return {f"{split}_{metric}": value for split, values in scores.items() for metric, value in values.items()}
 
 
-def best_evaluation(run_dir: Path, task: GlueTask, steps_per_epoch: int) -> dict:
+def best_evaluation(run_dir: Path, splits: Sequence[str], primary: tuple[str, str], steps_per_epoch: int) -> dict:
     """The run's epoch with the best primary score, read back from the eval records of its metrics.jsonl."""
     evaluations = {}
     for record in read_metrics(run_dir):
         scores = {split: {key.removeprefix(f"eval_{split}_"): value for key, value in record.items()
-                          if key.startswith(f"eval_{split}_")} for split in task.dev_splits}
+                          if key.startswith(f"eval_{split}_")} for split in splits}
         if all(scores.values()):
             evaluations[record["step"]] = scores
-    step = max(evaluations, key=lambda s: primary_score(task, evaluations[s]))
+    step = max(evaluations, key=lambda s: primary_score(evaluations[s], primary))
     return {"epoch": step // steps_per_epoch, "step": step, "scores": evaluations[step]}

@@ -19,8 +19,10 @@ from .model import (
     IBertConfig,
     IBertForMaskedLM,
     IBertForSequenceClassification,
+    IBertForTokenClassification,
     IBertModel,
     calibrate,
 )
 
-__all__ = ["HEADS", "IBertConfig", "IBertForMaskedLM", "IBertForSequenceClassification", "IBertModel", "calibrate"]
+__all__ = ["HEADS", "IBertConfig", "IBertForMaskedLM", "IBertForSequenceClassification", "IBertForTokenClassification",
+           "IBertModel", "calibrate"]

@@ -356,6 +356,21 @@ class IBertForSequenceClassification(nn.Module):
         return self.classifier(self.ibert(input_ids, attention_mask, token_type_ids))
 
 
+class IBertForTokenClassification(nn.Module):
+    """hidden states -> dropout -> linear (float) at every position; returns (B, S, num_labels)."""
+
+    def __init__(self, config: IBertConfig):
+        super().__init__()
+        self.config = config
+        self.ibert = IBertModel(config, add_pooling_layer=False)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        _init_ibert_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        return self.classifier(self.dropout(self.ibert(input_ids, attention_mask, token_type_ids)))
+
+
 class IBertForQuestionAnswering(nn.Module):
     """qa_outputs (float, H -> 2) on every token: start and end logits (B, S) each; no pooler."""
 
@@ -421,6 +436,7 @@ class IBertForMaskedLM(nn.Module):
 HEADS = {
     "base": IBertModel,
     "sequence_classification": IBertForSequenceClassification,
+    "token_classification": IBertForTokenClassification,
     "masked_lm": IBertForMaskedLM,
     "question_answering": IBertForQuestionAnswering,
     "multiple_choice": IBertForMultipleChoice,
