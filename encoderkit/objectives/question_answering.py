@@ -1,6 +1,7 @@
 """Extractive question answering: cross-entropy of the answer's start and end token, averaged.
 
-Batches come from encoderkit.data.squad (training features: `start_positions`, `end_positions`).
+Batches come from encoderkit.data.squad's training features: `labels` (B, 2), each window's answer start and end
+token ((0, 0), the [CLS] token, where it holds no answer).
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ class SpanObjective:
 
     def __call__(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
         start_logits, end_logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        loss = span_loss(start_logits, end_logits, batch["start_positions"], batch["end_positions"])
+        start_positions, end_positions = batch["labels"].unbind(-1)
+        loss = span_loss(start_logits, end_logits, start_positions, end_positions)
         metrics = {"loss": float(loss.detach())}
-        for name, logits, positions in (("start", start_logits, batch["start_positions"]),
-                                        ("end", end_logits, batch["end_positions"])):
+        for name, logits, positions in (("start", start_logits, start_positions), ("end", end_logits, end_positions)):
             metrics[f"{name}_accuracy"] = float((logits.detach().argmax(-1) == positions).float().mean())
         return loss, metrics
 
