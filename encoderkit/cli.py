@@ -213,7 +213,9 @@ def predict(
     fmt: str = typer.Option("text", "--format", help="text or jsonl (one JSON object per input line)."),
 ):
     """Read sentences (or tab-separated pairs) from stdin and print each one's label and probability (a
-    regression head: its score)."""
+    regression head: its score). A question-answering model reads JSON lines {"question", "context"} and prints
+    the answer, its probability and character span; a multiple-choice model reads {"context", "choices"} and
+    prints each choice's probability."""
     from encoderkit.commands.predict import run
 
     if run(model, sys.stdin, fmt, task=task, max_seq_length=max_seq_length):

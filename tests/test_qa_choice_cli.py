@@ -112,6 +112,20 @@ def test_tiny_model_learns_the_span_after_the_cue(tmp_path, electra_dir):
         "config.json", "eval.json", "model.safetensors", "spiece.model", "tokenizer_config.json"]
     assert json.loads((out / "qa" / "best" / "config.json").read_text())["architectures"] == [
         "ElectraForQuestionAnswering"]
+    # `encoderkit predict` answers JSON lines with the answer, its score and its character span
+    rng = random.Random(9)
+    contexts = [span_example(rng, i) for i in range(5)]
+    lines = "".join(json.dumps({"question": qa["question"], "context": context}) + "\n" for context, qa in contexts)
+    result = cli("predict", "--model", str(out / "qa" / "best"), "--format", "jsonl",
+                 stdin=lines + "not json\n" + json.dumps({"context": "no question"}) + "\n")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "line 6: not a JSON object (Expecting value: line 1 column 1 (char 0)); give one object per line with "
+        "question, context", "line 7: expected a JSON object with question, context"]
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [a["answer"] for a in answers] == [qa["answers"][0]["text"] for _, qa in contexts]
+    assert all(context[a["start"] : a["end"]] == a["answer"] and 0 < a["score"] <= 1
+               for a, (context, _) in zip(answers, contexts, strict=True))
 
 
 @pytest.mark.slow
@@ -159,6 +173,13 @@ def test_tiny_model_learns_the_choice_named_in_the_context(tmp_path, electra_dir
     assert all(len(row["scores"]) == 4 and sum(row["scores"]) == pytest.approx(1, abs=1e-4) for row in rows)
     test_rows = [json.loads(line) for line in (out / "test_predictions.jsonl").read_text().splitlines()]
     assert [row["label"] for row in test_rows] == [row["label"] for row in rows]  # the same examples, unlabeled
+    # `encoderkit predict` scores JSON lines {"context", "choices"}, any number of choices
+    line = json.dumps({"context": "the old lemon house.", "choices": ["It is a mango.", "It is a lemon.",
+                                                                     "It is a kiwi."]})
+    result = cli("predict", "--model", str(out / "choice" / "best"), stdin=line + "\n")
+    assert result.returncode == 0, result.stderr
+    label, scores = result.stdout.rstrip("\n").split("\t")
+    assert label == "1" and len(scores.split()) == 3
 
 
 @pytest.mark.slow
