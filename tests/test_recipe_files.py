@@ -19,6 +19,7 @@ from encoderkit.recipes import (
     load_recipe,
     read_yaml,
 )
+from encoderkit.recipes.qa_choice import load_choice_recipe, load_qa_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = bundled_names(None)
@@ -30,9 +31,10 @@ def cli(*args, cwd=None, env=None):
                           cwd=cwd, env=env)
 
 
-def test_all_nine_recipes_are_bundled():
-    assert len(NAMES) == 9
-    assert {"albert-tiny", "albert-base", "electra-tiny", "glue-electra-small", "quantize-glue"} <= set(NAMES)
+def test_all_eleven_recipes_are_bundled():
+    assert len(NAMES) == 11
+    assert {"albert-tiny", "albert-base", "electra-tiny", "glue-electra-small", "quantize-glue", "squad-electra-small",
+            "swag-electra-small"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -46,7 +48,9 @@ def test_recipe_opens_with_what_it_is_for_and_how_to_run_it(name):
     assert read_yaml(RECIPES_DIR.joinpath(f"{name}.yaml"))["name"] == name
     # The Run line's recipe and overrides load as the command it names would load them.
     overrides = [arg for arg in command if "=" in arg and not arg.startswith("-")]
-    load = {"pretrain": load_recipe, "finetune": load_finetune_recipe, "quantize": load_quantize_recipe}[command[1]]
+    loaders = {"pretrain": load_recipe, "finetune": load_finetune_recipe, "quantize": load_quantize_recipe,
+               "finetune qa": load_qa_recipe, "finetune choice": load_choice_recipe}
+    load = loaders.get(" ".join(command[1:3])) or loaders[command[1]]
     load(name, overrides)
 
 

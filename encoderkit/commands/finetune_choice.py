@@ -66,7 +66,7 @@ def finetune_choice(recipe: ChoiceRecipe, model_dir: Path, train_source: Path, d
     console = console or Console(stderr=True)
     is_main = PartialState().is_main_process
     settings = recipe.choice
-    read_model_config(model_dir)
+    model_type = read_model_config(model_dir)["model_type"]
     tokenizer = Tokenizer.load(model_dir)
     out = Path(recipe.output.dir)
     if not resume and out.is_dir() and any(out.iterdir()):
@@ -83,6 +83,8 @@ def finetune_choice(recipe: ChoiceRecipe, model_dir: Path, train_source: Path, d
         raise ChoiceRunError(f"the files have different numbers of choices: {counts}; one model scores one count")
 
     def new_model():
+        if model_type == "electra" and settings.classifier_dropout is not None:  # its head's dropout is the summary's
+            return load_model(model_dir, HEAD, summary_last_dropout=settings.classifier_dropout)
         return load_model(model_dir, HEAD, classifier_dropout=settings.classifier_dropout)
 
     positions = max_tokens(new_model())

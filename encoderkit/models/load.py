@@ -3,9 +3,9 @@
 It dispatches on config.json's `model_type` (the families of hf_format.FAMILIES: albert, electra, bert,
 ibert) or, in a dir without config.json, on the integer-only I-BERT file that `encoderkit quantize` writes.
 `head` names what to build on the encoder: "base", "masked_lm", "pretraining", "discriminator",
-"sequence_classification" (the family's table says which it has), or "generator_discriminator" for an
-ELECTRA pretraining run dir holding generator/ and discriminator/. Every failure is one ModelDirError
-whose message names the dir or file and what to do.
+"sequence_classification", "question_answering", "multiple_choice" (the family's table says which it has),
+or "generator_discriminator" for an ELECTRA pretraining run dir holding generator/ and discriminator/. Every
+failure is one ModelDirError whose message names the dir or file and what to do.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ PAIR_HEAD = "generator_discriminator"
 INTEGER_HEADS = ("base", "sequence_classification")
 # The command that serves each head, for the message when a dir lacks the one a command needs.
 SERVED_BY = {"masked_lm": "encoderkit fill-mask", "discriminator": "encoderkit rtd",
-             "sequence_classification": "encoderkit predict"}
+             "sequence_classification": "encoderkit predict", "question_answering": "encoderkit predict",
+             "multiple_choice": "encoderkit predict"}
 
 
 class ModelDirError(UserError):

@@ -56,7 +56,7 @@ class ChoiceConfig:
     epochs: int = field(default=3, metadata=value_range(1))
     layerwise_lr_decay: float = field(default=1.0, metadata=value_range(0, 1, lo_open=True))
     warmup_fraction: float = field(default=0.1, metadata=value_range(0, 1))
-    # Dropout before the scoring layer; null keeps the checkpoint's config (ELECTRA: summary_last_dropout).
+    # Dropout before the scoring layer (ELECTRA's summary_last_dropout); null keeps the checkpoint's config.
     classifier_dropout: float | None = field(default=None, metadata=value_range(0, 1))
     eval_batch_size: int = field(default=32, metadata=value_range(1))
 
