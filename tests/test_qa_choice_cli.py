@@ -131,6 +131,9 @@ def test_tiny_model_learns_the_span_after_the_cue(tmp_path, electra_dir):
 @pytest.mark.slow
 def test_squad_v2_writes_null_odds_and_picks_the_threshold_on_dev(tmp_path, electra_dir):
     train, dev = write_squad(tmp_path / "train.json", 320, 3, True), write_squad(tmp_path / "dev.json", 40, 4, True)
+    squad = json.loads(train.read_text())
+    squad["data"][0]["paragraphs"][1]["qas"][0]["answers"][0]["text"] = "pear"  # not at its answer_start: skipped
+    train.write_text(json.dumps(squad))
     out = tmp_path / "run"
     result = cli("finetune", "qa", "--model", str(electra_dir), "--train", str(train), "--dev", str(dev), *QA_QUICK,
                  "qa.epochs=3", f"output.dir={out}")
@@ -139,6 +142,7 @@ def test_squad_v2_writes_null_odds_and_picks_the_threshold_on_dev(tmp_path, elec
     predictions = json.loads((out / "predictions.json").read_text())
     null_odds = json.loads((out / "null_odds.json").read_text())
     assert results["squad_version"] == "2.0" and set(null_odds) == set(predictions)
+    assert results["skipped_train_questions"] == 1 and "skipped 1 training questions" in result.stderr
     assert all(isinstance(odds, float) for odds in null_odds.values())
     golds = {qa["id"]: [a["text"] for a in qa["answers"]]
              for p in json.loads(dev.read_text())["data"][0]["paragraphs"] for qa in p["qas"]}

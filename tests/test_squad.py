@@ -11,7 +11,15 @@ import torch
 from data_helpers import tiny_tokenizer
 from test_wordpiece import write_vocab
 
-from encoderkit.data.squad import Answer, QADataError, QAExample, build_features, load_examples, window_starts
+from encoderkit.data.squad import (
+    Answer,
+    QADataError,
+    QAExample,
+    answer_found,
+    build_features,
+    load_examples,
+    window_starts,
+)
 from encoderkit.data.squad_eval import (
     answers_from_logits,
     exact_match,
@@ -342,3 +350,10 @@ def test_repeated_id_and_missing_file_are_errors(tmp_path):
         load_examples(squad_file(tmp_path / "twice.json", [qa, qa]))
     with pytest.raises(QADataError, match="no such file"):
         load_examples(tmp_path / "missing.json")
+
+
+def test_training_answers_not_at_their_offset_are_found_out():
+    context = "The cat sat on the mat."
+    assert answer_found(QAExample("a", "q", context, [Answer("cat", 4)]))
+    assert answer_found(QAExample("b", "q", context, []))  # unanswerable: nothing to find
+    assert not answer_found(QAExample("c", "q", context, [Answer("mat", 4)]))  # run_squad: "Could not find answer"
