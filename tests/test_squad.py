@@ -357,3 +357,24 @@ def test_training_answers_not_at_their_offset_are_found_out():
     assert answer_found(QAExample("a", "q", context, [Answer("cat", 4)]))
     assert answer_found(QAExample("b", "q", context, []))  # unanswerable: nothing to find
     assert not answer_found(QAExample("c", "q", context, [Answer("mat", 4)]))  # run_squad: "Could not find answer"
+
+
+def test_hub_rows_are_read_and_hub_failures_are_one_line(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    rows = [{"id": "5733be28", "title": "T", "context": "The cat sat.", "question": "Who sat?",
+             "answers": {"text": ["The cat"], "answer_start": [0]}},
+            {"id": "5733be29", "title": "T", "context": "The cat sat.", "question": "Who stood?",
+             "answers": {"text": [], "answer_start": []}}]
+    asked = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, split: asked.append((name, split)) or rows)
+    examples, version_2 = load_examples("squad_v2:validation")
+    assert asked == [("squad_v2", "validation")] and version_2
+    assert [(e.id, e.answers) for e in examples] == [("5733be28", [Answer("The cat", 0)]), ("5733be29", [])]
+
+    def offline(name, split):
+        raise ConnectionError("Couldn't reach 'squad' on the Hub (LocalEntryNotFoundError)\nmore detail")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(QADataError, match=r"could not load squad \(train\) from the Hugging Face hub: "
+                                          r"ConnectionError: Couldn't reach 'squad'.*give SQuAD \.json or \.jsonl"):
+        load_examples("squad")
