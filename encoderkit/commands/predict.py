@@ -198,7 +198,6 @@ def _json_answerer(model_dir: Path, max_seq_length: int):
 def run(model_dir: Path, lines: Iterable[str], fmt: str, task: str | None = None, max_seq_length: int = 128,
         out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Answer each stdin line; returns the number of lines that failed."""
-
     if fmt not in FORMATS:
         raise PredictError(f"--format: '{fmt}' is not one of: {', '.join(FORMATS)}")
     answerer = _json_answerer(model_dir, max_seq_length)
