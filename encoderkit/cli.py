@@ -26,6 +26,11 @@ app.add_typer(recipes_app, name="recipes")
 app.add_typer(finetune_app, name="finetune")
 
 OVERRIDES = typer.Argument(None, help="Dotted overrides such as train.max_steps=100 output.dir=runs/x.")
+# The stdin commands' shared options (encoderkit.commands.lines checks their values).
+BATCH_SIZE_HELP = ("Lines per forward pass; lines are read ahead (only what has arrived) and sorted by length, "
+                   "answers come in input order.")
+DEVICE_HELP = "cpu, cuda or auto (cuda if there is one)."
+DTYPE_HELP = "fp32, bf16 or fp16: the float type the model computes in."
 
 
 def _fail(message: str, code: int = 2):
@@ -37,7 +42,10 @@ def _fail(message: str, code: int = 2):
 def pretrain(
     recipe: str = typer.Argument(..., help="A recipe YAML file or a bundled recipe name (see `recipes ls`)."),
     overrides: list[str] = OVERRIDES,
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in output.dir from its last checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in output.dir from its newest complete "
+                                "checkpoint, with its recorded recipe.yaml and only the overrides given now."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start a new run in an output.dir that is not empty "
+                                   "(an earlier run's checkpoints and metrics there are deleted)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and parameter counts, then exit."),
 ):
     """Pretrain a model from a recipe; the run dir ends up holding a Hugging Face checkpoint."""
@@ -46,11 +54,11 @@ def pretrain(
     from encoderkit.commands import pretrain as command
     from encoderkit.recipes import load_recipe
 
-    recipe_obj = load_recipe(recipe, overrides or [])
+    recipe_obj = command.resume_recipe(recipe, overrides or []) if resume else load_recipe(recipe, overrides or [])
     if dry_run:
         command.dry_run(recipe_obj, Console())
         return
-    command.pretrain(recipe_obj, resume=resume)
+    command.pretrain(recipe_obj, resume=resume, overwrite=overwrite)
 
 
 @app.command("fill-mask", epilog='Example: echo "The capital of France is [MASK]." | '
@@ -59,12 +67,17 @@ def fill_mask(
     model: Path = typer.Option(..., "--model", help="Model dir: config.json, model.safetensors, a tokenizer."),
     top_k: int = typer.Option(5, "--top-k", min=1, help="Candidates per [MASK]."),
     fmt: str = typer.Option("text", "--format", help="text or jsonl (one JSON object per input line)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help=BATCH_SIZE_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("fp32", "--dtype", help=DTYPE_HELP),
 ):
-    """Read lines from stdin and print the top-k fillings of each [MASK]."""
+    """Read lines from stdin and print the top-k fillings of each [MASK] (the model's own mask token).
+
+    A line that cannot be answered gets one `line N: ...` on stderr; the others are answered; exit code 1."""
     from encoderkit.commands.fill_mask import run
 
     _check_format(fmt)
-    if run(model, sys.stdin, top_k, fmt):
+    if run(model, sys.stdin.buffer, top_k, fmt, batch_size=batch_size, device=device, dtype=dtype):
         raise typer.Exit(1)
 
 
@@ -72,12 +85,15 @@ def fill_mask(
 def rtd(
     model: Path = typer.Option(..., "--model", help="An ELECTRA discriminator directory."),
     fmt: str = typer.Option("text", "--format", help="text or jsonl (one JSON object per input line)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help=BATCH_SIZE_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("fp32", "--dtype", help=DTYPE_HELP),
 ):
     """Read lines from stdin and print, for each token, the probability that it was replaced."""
     from encoderkit.commands.rtd import run
 
     _check_format(fmt)
-    if run(model, sys.stdin, fmt):
+    if run(model, sys.stdin.buffer, fmt, batch_size=batch_size, device=device, dtype=dtype):
         raise typer.Exit(1)
 
 
@@ -211,6 +227,9 @@ def predict(
     max_seq_length: int = typer.Option(128, "--max-seq-length", min=3, help="Tokens per line, [CLS] and [SEP] "
                                        "included; longer texts are cut."),
     fmt: str = typer.Option("text", "--format", help="text or jsonl (one JSON object per input line)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help=BATCH_SIZE_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("fp32", "--dtype", help=DTYPE_HELP),
 ):
     """Read sentences (or tab-separated pairs) from stdin and print each one's label and probability (a
     regression head: its score). A question-answering model reads JSON lines {"question", "context"} and prints
@@ -218,7 +237,8 @@ def predict(
     prints each choice's probability."""
     from encoderkit.commands.predict import run
 
-    if run(model, sys.stdin, fmt, task=task, max_seq_length=max_seq_length):
+    if run(model, sys.stdin.buffer, fmt, task=task, max_seq_length=max_seq_length, batch_size=batch_size,
+           device=device, dtype=dtype):
         raise typer.Exit(1)
 
 
@@ -291,9 +311,10 @@ def _app_options(
 def main() -> None:
     """Console entry point: known user errors become one line on stderr and exit code 2."""
     from encoderkit.errors import USER_ERRORS
-    from encoderkit.runtime import tune_allocator
+    from encoderkit.runtime import tune_allocator, use_cpu_processes
 
     tune_allocator()
+    use_cpu_processes()
     # Warnings (e.g. ELECTRA's collapse alarm) as one readable line, not a source excerpt.
     warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"
     try:

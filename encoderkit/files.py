@@ -29,6 +29,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         raise
 
 
+def cache_dir() -> Path:
+    """Where encoderkit keeps what it builds once and reuses (the default corpus, compiled kernels):
+    $ENCODERKIT_CACHE, else ~/.cache/encoderkit."""
+    return Path(os.environ.get("ENCODERKIT_CACHE") or Path.home() / ".cache" / "encoderkit")
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` (UTF-8, newlines as given) atomically."""
 

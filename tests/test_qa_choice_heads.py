@@ -159,5 +159,5 @@ def test_question_answering_head_refuses_other_than_two_outputs():
 
 
 def test_unknown_summary_type_is_refused():
-    with pytest.raises(ValueError, match="summary_type 'attn'"):
+    with pytest.raises(ValueError, match="summary_type: 'attn' is not one of: first, last, mean, cls_index"):
         electra.ElectraConfig(summary_type="attn")

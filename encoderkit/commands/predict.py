@@ -1,92 +1,80 @@
-"""`encoderkit predict`: the label and its probability (or, for a regression head, the score) of each stdin line,
-from a fine-tuned classifier: a Hugging Face model dir (ALBERT, ELECTRA, BERT, I-BERT) or the integer-only model
-that `encoderkit quantize` writes (its integer/ dir), which runs without any float model.
+"""`encoderkit predict`: the answer of a fine-tuned model for each stdin line. The dir's head picks the answer
+(ANSWERS): a sequence classifier gives the label and its probability (a regression head: the score), from a
+Hugging Face model dir (ALBERT, ELECTRA, BERT, I-BERT) or the integer-only model that `encoderkit quantize`
+writes (its integer/ dir), which runs without any float model.
 
 A line with a tab is a pair: the text before the tab and the text after it (as GLUE's pair tasks).
-
 A question-answering model (`finetune qa`) answers JSON lines {"question", "context"}; a multiple-choice model
-(`finetune choice`) scores JSON lines {"context", "choices"} (JSON_ANSWERS, by the dir's head).
+(`finetune choice`) scores JSON lines {"context", "choices"}.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 import torch
 
-from encoderkit.commands.lines import LineError, answer_lines
+from encoderkit.commands.lines import (
+    DEFAULT_BATCH_SIZE,
+    InferenceOptionError,
+    LineError,
+    LineTask,
+    Prepared,
+    announce_if_slow,
+    answer_stream,
+    check_options,
+    resolve_device,
+)
 from encoderkit.data.classification import encode_examples, iter_batches
 from encoderkit.data.glue import GlueExample, get_task
-from encoderkit.data.tokenizer import Tokenizer
 from encoderkit.errors import UserError
-
-FORMATS = ("text", "jsonl")
-CLASSIFIER = "sequence_classification"
-INTEGER_FILE = "model.safetensors"
 
 
 class PredictError(UserError):
     """A model directory or option that `encoderkit predict` cannot use."""
 
 
-def load_classifier(model_dir: Path):
-    """The classifier in `model_dir` and the number of tokens its position table holds.
+class SequenceClassifier:
+    """The answer of a sequence-classification head: {label, score} (the most probable class, its name when
+    `labels` are given, and its probability), or {score} for a regression head."""
 
-    With a config.json: a Hugging Face classifier; without one: the integer-only model of model.safetensors."""
-    from encoderkit.models import hf_format
-    from encoderkit.models.ibert.integer import load_integer_model
+    def __init__(self, model, tokenizer, max_seq_length: int, labels: tuple[str, ...] | None):
+        self.model, self.tokenizer, self.max_seq_length, self.labels = model, tokenizer, max_seq_length, labels
+        self.device = _device(model)
 
-    if not (model_dir / "config.json").is_file():
-        if not (model_dir / INTEGER_FILE).is_file():
-            raise PredictError(f"--model: '{model_dir}' is not a model directory (no config.json, and no "
-                               f"{INTEGER_FILE} of an integer-only model)")
-        try:
-            model = load_integer_model(model_dir / INTEGER_FILE)
-        except ValueError as err:
-            raise PredictError(f"--model: {err}") from None
-        if model.classifier is None:
-            raise PredictError(f"--model: {model_dir} is an integer-only encoder without a classifier head")
-        # I-BERT counts positions from pad_token_id + 1, as RoBERTa does.
-        return model, len(model.embeddings.position_table) - model.spec["pad_token_id"] - 1
-    config = hf_format.read_config(model_dir)
-    if not any(name.endswith("ForSequenceClassification") for name in config.get("architectures", [])):
-        raise PredictError(f"--model: {model_dir} holds no classifier (architectures: {config.get('architectures')}); "
-                           "give a dir written by `encoderkit finetune glue` or `encoderkit quantize`")
-    try:
-        model = hf_format.load_pretrained(model_dir, CLASSIFIER)
-        if config.get("model_type") == "ibert":
-            return model.eval(), model.config.max_position_embeddings - model.config.pad_token_id - 1
-    except ValueError as err:
-        raise PredictError(f"--model: {err}") from None
-    return model.eval(), model.config.max_position_embeddings
+    def prepare(self, text: str) -> Prepared:
+        text_a, tab, text_b = text.partition("\t")
+        if "\t" in text_b:
+            raise LineError("more than one tab: give a text, or two texts separated by one tab")
+        if not text_a.strip() or (tab and not text_b.strip()):
+            raise LineError("an empty text before or after the tab")
+        example = GlueExample(text_a, text_b if tab else None, label=None, id="")
+        length = sum(len(self.tokenizer.encode(part)) + 1 for part in (text_a, text_b) if part) + 1
+        note = None
+        if length > self.max_seq_length:
+            note = f"{length} tokens, cut to {self.max_seq_length} (--max-seq-length, or the model's positions)"
+        return Prepared(min(length, self.max_seq_length), example, note)
 
+    def run(self, examples: list[GlueExample]) -> list[dict]:
+        encoded = encode_examples(examples, self.tokenizer, self.max_seq_length)
+        batch = next(iter_batches(encoded, len(examples), shuffle=False))
+        with torch.inference_mode():
+            logits = self.model(*(batch[k].to(self.device) for k in ("input_ids", "attention_mask",
+                                                                      "token_type_ids"))).float()
+        if logits.shape[-1] == 1:
+            return [{"score": score} for score in logits[:, 0].tolist()]
+        probabilities, indices = logits.softmax(-1).max(-1)
+        return [{"label": self.labels[index] if self.labels else index, "score": probability}
+                for probability, index in zip(probabilities.tolist(), indices.tolist())]
 
-def classify(model, tokenizer, text: str, max_seq_length: int, labels: tuple[str, ...] | None) -> dict:
-    """{label, score}: the most probable class (its name when `labels` are given) and its probability;
-    a regression head gives {score} only."""
-    text_a, tab, text_b = text.partition("\t")
-    if "\t" in text_b:
-        raise LineError("more than one tab: give a text, or two texts separated by one tab")
-    if not text_a.strip() or (tab and not text_b.strip()):
-        raise LineError("an empty text before or after the tab")
-    example = GlueExample(text_a, text_b if tab else None, label=None, id="")
-    batch = next(iter_batches(encode_examples([example], tokenizer, max_seq_length), 1, shuffle=False))
-    with torch.inference_mode():
-        logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])[0].float()
-    if len(logits) == 1:
-        return {"score": round(float(logits[0]), 5)}
-    probability, index = logits.softmax(-1).max(-1)
-    return {"label": labels[int(index)] if labels else int(index), "score": round(float(probability), 5)}
-
-
-def _render(text: str, result: dict) -> str:
-    if "label" in result:
-        return f"{result['label']}\t{result['score']:.4f}\t{text}\n"
-    return f"{result['score']:.4f}\t{text}\n"
+    @staticmethod
+    def render(text: str, answer: dict) -> str:
+        if "label" in answer:
+            return f"{answer['label']}\t{answer['score']:.4f}\t{text}\n"
+        return f"{answer['score']:.4f}\t{text}\n"
 
 
 def _json_object(text: str, keys: tuple[str, ...]) -> dict:
@@ -105,7 +93,7 @@ class QuestionAnswerer:
     and its `null_odds`: the null answer's score less the answer's (SQuAD v2.0 models answer "" above a threshold
     chosen on dev; `finetune qa` reports it as best_f1_thresh). Long contexts are read in overlapping windows."""
 
-    def __init__(self, model, tokenizer, max_seq_length: int):
+    def __init__(self, model, tokenizer, max_seq_length: int, labels=None):
         if max_seq_length < 16:
             raise PredictError(f"--max-seq-length: {max_seq_length} leaves no room for a question and a context "
                                "window; give at least 16")
@@ -113,13 +101,13 @@ class QuestionAnswerer:
         self.max_query_length = max_seq_length // 2
         self.doc_stride = max_seq_length // 4  # less than the room a question of max_query_length leaves
 
-    def prepare(self, text: str):
+    def prepare(self, text: str) -> Prepared:
         from encoderkit.data.squad import QAExample
 
         row = _json_object(text, ("question", "context"))
         if not all(isinstance(row[key], str) and row[key].strip() for key in ("question", "context")):
             raise LineError("question and context must be non-empty texts")
-        return QAExample("", row["question"], row["context"], [])
+        return Prepared(len(row["question"]) + len(row["context"]), QAExample("", row["question"], row["context"], []))
 
     def run(self, examples: list) -> list[dict]:
         from encoderkit.data.squad import build_features
@@ -143,10 +131,11 @@ class ChoiceScorer:
     """A multiple-choice head's answer to a JSON line {"context", "choices"}: each choice's probability
     (softmax across the choices, `scores`) and the most probable one's index (`label`)."""
 
-    def __init__(self, model, tokenizer, max_seq_length: int):
+    def __init__(self, model, tokenizer, max_seq_length: int, labels=None):
         self.model, self.tokenizer, self.max_seq_length = model, tokenizer, max_seq_length
+        self.device = _device(model)
 
-    def prepare(self, text: str):
+    def prepare(self, text: str) -> Prepared:
         from encoderkit.data.choice import ChoiceExample
 
         row = _json_object(text, ("context", "choices"))
@@ -154,7 +143,7 @@ class ChoiceScorer:
         if not isinstance(row["context"], str) or not isinstance(choices, list) or not choices or \
                 not all(isinstance(choice, str) for choice in choices):
             raise LineError("context must be a text and choices a non-empty list of texts")
-        return ChoiceExample("", row["context"], choices, None)
+        return Prepared(len(row["context"]) + sum(map(len, choices)), ChoiceExample("", row["context"], choices, None))
 
     def run(self, examples: list) -> list[dict]:
         from encoderkit.data.choice import encode_choices
@@ -163,7 +152,8 @@ class ChoiceScorer:
         for example in examples:  # each its own batch: examples may have different numbers of choices
             batch = next(iter_batches(encode_choices([example], self.tokenizer, self.max_seq_length), 1, False))
             with torch.inference_mode():
-                scores = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])[0]
+                scores = self.model(*(batch[k].to(self.device) for k in ("input_ids", "attention_mask",
+                                                                         "token_type_ids")))[0]
             probabilities = scores.float().softmax(-1)
             answers.append({"label": int(probabilities.argmax()), "scores": probabilities.tolist()})
         return answers
@@ -173,46 +163,64 @@ class ChoiceScorer:
         return f"{answer['label']}\t{' '.join(f'{score:.4f}' for score in answer['scores'])}\n"
 
 
-# The heads whose models answer JSON lines, by the architecture suffix config.json names.
-JSON_ANSWERS = {"ForQuestionAnswering": ("question_answering", QuestionAnswerer),
-                "ForMultipleChoice": ("multiple_choice", ChoiceScorer)}
+# The head of a model dir -> its answer.
+ANSWERS = {"sequence_classification": SequenceClassifier, "question_answering": QuestionAnswerer,
+           "multiple_choice": ChoiceScorer}
 
 
-def _json_answerer(model_dir: Path, max_seq_length: int):
-    """The answerer of a question-answering or multiple-choice model dir; None for any other dir."""
-    from encoderkit.models.load import load_model, max_tokens
-
-    if not (model_dir / "config.json").is_file():
-        return None
-    try:
-        architectures = json.loads((model_dir / "config.json").read_text()).get("architectures") or []
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        return None  # load_classifier says what is wrong with it
-    for suffix, (head, answerer) in JSON_ANSWERS.items():
-        if any(name.endswith(suffix) for name in architectures):
-            model = load_model(model_dir, head).eval()
-            return answerer(model, Tokenizer.load(model_dir), min(max_seq_length, max_tokens(model)))
-    return None
+def _device(model) -> torch.device:
+    tensor = next(model.parameters(), None)
+    return (tensor if tensor is not None else next(model.buffers())).device  # the integer model has buffers only
 
 
-def run(model_dir: Path, lines: Iterable[str], fmt: str, task: str | None = None, max_seq_length: int = 128,
-        out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """Answer each stdin line; returns the number of lines that failed."""
-    if fmt not in FORMATS:
-        raise PredictError(f"--format: '{fmt}' is not one of: {', '.join(FORMATS)}")
-    answerer = _json_answerer(model_dir, max_seq_length)
-    if answerer is not None:
-        return answer_lines(lines, lambda text: answerer.run([answerer.prepare(text)])[0], answerer.render, fmt,
-                            out, err)
+def load_for_predict(model_dir: Path, device: torch.device, dtype: torch.dtype):
+    """The model of `model_dir` with a head `predict` answers, on `device` in `dtype`."""
+    from encoderkit.models.load import SERVED_BY, is_integer_dir, load_model, saved_head
+
+    family, head = saved_head(model_dir)
+    if head not in ANSWERS:
+        other = f"; use `{SERVED_BY[head]}`" if head in SERVED_BY else ""
+        raise PredictError(f"--model: {model_dir} holds a {family} model with the {head or 'unknown'} head; "
+                           f"`encoderkit predict` answers these heads: {', '.join(ANSWERS)}{other}")
+    if is_integer_dir(model_dir):
+        if device.type != "cpu" or dtype != torch.float32:
+            raise InferenceOptionError("--device/--dtype: the integer-only model runs on the CPU in integers; "
+                                       "leave --device cpu and --dtype fp32")
+        model = load_model(model_dir, head, require_head=True)
+        _prepare_integer_kernels(model)
+        return model, head
+    with announce_if_slow(f"loading {model_dir} ..."):
+        return load_model(model_dir, head, require_head=True).eval().to(device=device, dtype=dtype), head
+
+
+def _prepare_integer_kernels(model) -> None:
+    """Run the integer model once on two short sequences, so its kernels are built (or read from the
+    compile cache) before the first line, with a status line if that takes a while."""
+    from encoderkit.models.ibert.int_ops import kernel_cache_dir
+
+    with announce_if_slow(f"preparing the integer-only kernels (compiled once, then cached in {kernel_cache_dir()})"
+                          " ..."):
+        model(torch.ones((2, 3), dtype=torch.long), torch.tensor([[1, 1, 1], [1, 1, 0]]))
+
+
+def run(model_dir: Path, stream: BinaryIO, fmt: str, task: str | None = None, max_seq_length: int = 128,
+        out: TextIO = sys.stdout, err: TextIO = sys.stderr, batch_size: int = DEFAULT_BATCH_SIZE,
+        device: str = "cpu", dtype: str = "fp32") -> int:
+    """Answer each line of the binary `stream`; returns the number of lines that failed."""
+    from encoderkit.data.tokenizer import Tokenizer
+    from encoderkit.models.load import max_tokens, vocab_size
+
+    check_options(fmt, batch_size)
     glue_task = get_task(task) if task else None
-    model, positions = load_classifier(model_dir)
-    tokenizer = Tokenizer.load(model_dir)
+    model, head = load_for_predict(model_dir, *resolve_device(device, dtype))
+    tokenizer = Tokenizer.load(model_dir, vocab_size(model))
     if glue_task is not None:
         with torch.inference_mode():  # the head's width, which the integer-only model does not record
-            outputs = model(torch.tensor([[tokenizer.cls_id, tokenizer.sep_id]])).shape[-1]
+            ids = torch.tensor([[tokenizer.cls_id, tokenizer.sep_id]], device=_device(model))
+            outputs = model(ids).shape[-1]
         if outputs != glue_task.num_labels:
             raise PredictError(f"--task: {glue_task.name} has {glue_task.num_labels} output(s), the model {outputs}")
     labels = glue_task.labels if glue_task else None
-    max_seq_length = min(max_seq_length, positions)
-    return answer_lines(lines, lambda text: classify(model, tokenizer, text, max_seq_length, labels), _render,
-                        fmt, out, err)
+    answer = ANSWERS[head](model, tokenizer, min(max_seq_length, max_tokens(model)), labels)
+    return answer_stream(stream, LineTask(answer.prepare, answer.run, answer.render), fmt, out, err, batch_size)
+

@@ -22,16 +22,18 @@ Timing the run's models (FP32, integer-only, transformers' I-BERT) is a benchmar
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
 import shutil
+import time
 from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.table import Table
 
+from encoderkit.commands.report import scores_table
 from encoderkit.data.classification import EpochBatches, encode_examples, iter_batches
 from encoderkit.data.glue import GlueTask, get_task, load_task
 from encoderkit.data.tokenizer import Tokenizer
@@ -40,7 +42,7 @@ from encoderkit.files import write_json
 from encoderkit.objectives.classification import ClassificationObjective
 from encoderkit.recipes import QuantizeRecipe, RecipeError, dump_yaml
 from encoderkit.train.evaluate import BestCheckpoint, glue_primary, primary_score, score_dev_splits
-from encoderkit.train.optim import NO_DECAY_SUFFIXES
+from encoderkit.train.optim import parameter_groups
 
 RESULTS_FILE = "results.json"
 QAT_DIR, INTEGER_DIR, TRAIN_DIR = "qat", "integer", "train"
@@ -69,10 +71,11 @@ def read_classifier_config(model_dir: Path, task: GlueTask) -> dict:
     if model_type not in (*FLOAT_FAMILIES, "ibert"):
         raise QuantizeError(f"--model: model_type {model_type!r} cannot be quantized: I-BERT's integer-only encoder "
                             f"takes BERT's post-LN layers ({', '.join(FLOAT_FAMILIES)}, ibert)")
-    if not any(name.endswith("ForSequenceClassification") for name in config.get("architectures", [])):
+    if not isinstance(config.get("architectures"), list) or not any(
+            str(name).endswith("ForSequenceClassification") for name in config["architectures"]):
         raise QuantizeError(f"--model: {model_dir} holds no fine-tuned classifier (architectures: "
                             f"{config.get('architectures')}); fine-tune it first with `encoderkit finetune glue`")
-    num_labels = len(config["id2label"]) if "id2label" in config else config.get("num_labels", 2)
+    num_labels = len(config["id2label"]) if isinstance(config.get("id2label"), dict) else config.get("num_labels", 2)
     if num_labels != task.num_labels:
         raise QuantizeError(f"--model: the classifier has {num_labels} outputs, task {task.name} needs "
                             f"{task.num_labels}; was it fine-tuned on another task?")
@@ -80,15 +83,17 @@ def read_classifier_config(model_dir: Path, task: GlueTask) -> dict:
 
 
 def load_float_classifier(model_dir: Path, model_type: str):
-    from encoderkit.models import hf_format
+    """The fine-tuned classifier in float; every family but RoBERTa through the one loader, which checks the dir
+    (config.json, the weights' names, shapes and values, the classifier head) before anything else runs."""
     from encoderkit.models.ibert import convert
+    from encoderkit.models.load import load_model
 
-    try:
-        if model_type == "ibert":
-            return hf_format.load_pretrained(model_dir, CLASSIFIER, quant_mode=False)
-        if model_type == "roberta":  # RoBERTa is I-BERT in float
-            return convert.from_float(model_dir, CLASSIFIER, quant_mode=False)[0]
-        return hf_format.load_pretrained(model_dir, CLASSIFIER)
+    if model_type == "ibert":
+        return load_model(model_dir, CLASSIFIER, require_head=True, quant_mode=False)
+    if model_type != "roberta":
+        return load_model(model_dir, CLASSIFIER, require_head=True)
+    try:  # RoBERTa is I-BERT in float
+        return convert.from_float(model_dir, CLASSIFIER, quant_mode=False)[0]
     except ValueError as err:
         raise QuantizeError(f"--model: {err}") from None
 
@@ -113,22 +118,6 @@ def set_range_momentum(model: torch.nn.Module, momentum: float) -> None:
     for module in model.modules():
         if isinstance(module, QuantAct):
             module.act_range_momentum = momentum
-
-
-def qat_param_groups(model: torch.nn.Module, fresh: list[str], learning_rate: float, fresh_learning_rate: float,
-                     weight_decay: float) -> list[dict]:
-    """Weight-decay groups (as optim.decay_groups) at the QAT rate; the freshly initialised tensors at their own."""
-    groups: dict[tuple[bool, bool], dict] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        is_fresh, no_decay = name in fresh, name.endswith(NO_DECAY_SUFFIXES)
-        group = groups.setdefault((is_fresh, no_decay), {
-            "params": [], "lr": fresh_learning_rate if is_fresh else learning_rate,
-            "weight_decay": 0.0 if no_decay else weight_decay,
-        })
-        group["params"].append(param)
-    return list(groups.values())
 
 
 def export_integer(qat_dir: Path, out_dir: Path, tokenizer, console: Console):
@@ -168,13 +157,13 @@ def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_
     config = read_classifier_config(model_dir, task)
     model_type = config["model_type"]
     architecture = next(name for name in config["architectures"] if name.endswith("ForSequenceClassification"))
-    tokenizer = Tokenizer.load(model_dir)
     out = Path(recipe.output.dir)
     if out.is_dir() and any(out.iterdir()):
         raise QuantizeError(f"output.dir: '{out}' is not empty; choose another output.dir")
     # Everything that can fail on input fails here, before anything is written or trained.
-    qat_model, fresh = build_qat_model(model_dir, model_type)
     float_model = load_float_classifier(model_dir, model_type).to(PartialState().device).eval()
+    tokenizer = Tokenizer.load(model_dir, config.get("vocab_size"))
+    qat_model, fresh = build_qat_model(model_dir, model_type)
     data = load_task(task.name, data_dir, splits=["train", *task.dev_splits])
     train_set = encode_examples(data["train"], tokenizer, settings.max_seq_length)
     dev = {split: encode_examples(data[split], tokenizer, settings.max_seq_length) for split in task.dev_splits}
@@ -186,14 +175,18 @@ def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_
     epochs = settings.task_epochs.get(task.name, settings.epochs)
 
     write_run_record(out, dump_yaml(recipe))
-    scores = {"fp32": score_dev_splits(float_model, task, dev, settings.eval_batch_size)}
+    dev_size = sum(len(examples) for examples in dev.values())
+    with _stage(console, f"scoring the FP32 model on {dev_size} dev examples"):
+        scores = {"fp32": score_dev_splits(float_model, task, dev, settings.eval_batch_size)}
     del float_model
 
     set_range_momentum(qat_model, settings.act_range_momentum)
     calibration = iter_batches(train_set, batch_size, shuffle=True, seed=recipe.train.seed)
-    calibrate(qat_model, ({key: batch[key] for key in MODEL_INPUTS}
-                                for batch in itertools.islice(calibration, settings.calibration_batches)))
-    scores["calibrated"] = score_dev_splits(qat_model, task, dev, settings.eval_batch_size)
+    with _stage(console, f"calibrating activation ranges on {settings.calibration_batches} batches"):
+        calibrate(qat_model, ({key: batch[key] for key in MODEL_INPUTS}
+                              for batch in itertools.islice(calibration, settings.calibration_batches)))
+    with _stage(console, f"scoring the calibrated I-BERT on {dev_size} dev examples"):
+        scores["calibrated"] = score_dev_splits(qat_model, task, dev, settings.eval_batch_size)
 
     console.log(f"{task.name}: QAT of {len(train_set)} training examples, {epochs} epochs of {steps_per_epoch} steps")
     max_steps = epochs * steps_per_epoch
@@ -204,8 +197,9 @@ def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_
     keep_best = BestCheckpoint(lambda model: score_dev_splits(model, task, dev, settings.eval_batch_size),
                                glue_primary(task), out / QAT_DIR, tokenizer, cfg.seed, steps_per_epoch, writes=True,
                                save_model=hf_format.save_pretrained)
-    groups = qat_param_groups(qat_model, fresh, cfg.learning_rate, settings.new_head_learning_rate,
-                              cfg.weight_decay)
+    # the tensors the float checkpoint lacks (ELECTRA's classifier) train at a fine-tuning rate, the rest at QAT's
+    groups = parameter_groups(qat_model, cfg.weight_decay, lambda name: settings.new_head_learning_rate
+                              if name in fresh else cfg.learning_rate)
     train(qat_model, ClassificationObjective(task.num_labels), batches, cfg, out / TRAIN_DIR, param_groups=groups,
           evaluate=keep_best, eval_every=steps_per_epoch, console=console)
     shutil.rmtree(out / TRAIN_DIR / CHECKPOINTS, ignore_errors=True)  # the best epoch is in qat/
@@ -213,9 +207,13 @@ def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_
 
     best = json.loads((out / QAT_DIR / "eval.json").read_text())
     scores["qat"] = best["scores"]
-    integer, export_error = export_integer(out / QAT_DIR, out / INTEGER_DIR, tokenizer, console)
+    with _stage(console, "exporting the best epoch to the integer-only model"):
+        integer, export_error = export_integer(out / QAT_DIR, out / INTEGER_DIR, tokenizer, console)
     if integer is not None:
-        scores["integer"] = score_dev_splits(integer, task, dev, settings.eval_batch_size)
+        # The first batches compile the integer kernels; `predict` reuses them from the cache afterwards.
+        with _stage(console, f"scoring the integer-only model on {dev_size} dev examples (its kernels compile "
+                             "on first use: minutes, once)"):
+            scores["integer"] = score_dev_splits(integer, task, dev, settings.eval_batch_size)
 
     fp32 = primary_score(scores["fp32"], glue_primary(task))
     results = {
@@ -236,22 +234,16 @@ def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_
     return results
 
 
+@contextlib.contextmanager
+def _stage(console: Console, what: str):
+    """One line when a stage starts and one with its time when it ends, so a long run is never silent."""
+    console.log(f"{what} ...")
+    start = time.perf_counter()
+    yield
+    console.log(f"{what}: done in {time.perf_counter() - start:.0f} s")
+
+
 def model_names(architecture: str, best_epoch: int) -> dict[str, str]:
     """The table's name of each scored model."""
     return {"fp32": f"FP32 {architecture}", "calibrated": "I-BERT, ranges calibrated, before QAT",
             "qat": f"I-BERT QAT, best epoch ({best_epoch})", "integer": "integer-only, exported from QAT"}
-
-
-def scores_table(task: GlueTask, scores: dict[str, dict], differences: dict[str, float],
-                 names: dict[str, str]) -> Table:
-    """One row per model: every dev metric x100, and the primary metric's difference from FP32 in points."""
-    table = Table(title=f"{task.name} dev, x100: FP32 against quantized")
-    table.add_column("model")
-    columns = [(split, metric) for split, values in scores["fp32"].items() for metric in values]
-    for split, metric in columns:
-        table.add_column(metric if len(task.dev_splits) == 1 else f"{split} {metric}", justify="right")
-    table.add_column(f"{task.primary_metric} - FP32", justify="right")
-    for name, each in scores.items():
-        difference = f"{differences[name]:+.1f}" if name in differences else ""
-        table.add_row(names[name], *(f"{100 * each[split][metric]:.1f}" for split, metric in columns), difference)
-    return table

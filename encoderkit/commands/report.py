@@ -74,3 +74,18 @@ def comparison_table(rows: list[dict], average: dict, published_model: str | Non
 
 def _points(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
+
+
+def scores_table(task: GlueTask, scores: dict[str, dict], differences: dict[str, float],
+                 names: dict[str, str]) -> Table:
+    """One row per model: every dev metric x100, and the primary metric's difference from FP32 in points."""
+    table = Table(title=f"{task.name} dev, x100: FP32 against quantized")
+    table.add_column("model")
+    columns = [(split, metric) for split, values in scores["fp32"].items() for metric in values]
+    for split, metric in columns:
+        table.add_column(metric if len(task.dev_splits) == 1 else f"{split} {metric}", justify="right")
+    table.add_column(f"{task.primary_metric} - FP32", justify="right")
+    for name, each in scores.items():
+        difference = f"{differences[name]:+.1f}" if name in differences else ""
+        table.add_row(names[name], *(f"{100 * each[split][metric]:.1f}" for split, metric in columns), difference)
+    return table

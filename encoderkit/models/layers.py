@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from encoderkit import fields
+
 # gelu is the exact erf form (BERT, ELECTRA); gelu_new is the tanh approximation of the original BERT
 # and ALBERT code (transformers' NewGELUActivation, same as torch's approximate="tanh").
 ACTIVATIONS = {
@@ -33,14 +35,22 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+# The rules (encoderkit.fields) that the families' config fields share.
+SIZE = fields.value_range(1)
+PROBABILITY = fields.value_range(0, 1, hi_open=True)  # a dropout of 1 would zero everything
+ACTIVATION = fields.one_of(ACTIVATIONS)
+PROBLEM_TYPE = fields.one_of(("regression", "single_label_classification", "multi_label_classification"))
+
+
 @dataclasses.dataclass
 class HFConfig:
     """Mixin for a config dataclass whose fields are the keys of a transformers `config.json`.
 
+    Every construction checks the fields' rules (fields.check), so no model is built from sizes it cannot have.
     Every family's config has `num_labels`. Label names, where known, are `id2label` (class index -> name),
     written with `label2id` as transformers does so its pipelines show them. Keys of a loaded config.json that
-    the config has no field for (`summary_*`, `transformers_version`, ...) are kept in `extra_keys` and written
-    back, so a load-save round trip loses nothing; they take no part in comparing configs.
+    the config has no field for (`transformers_version`, ...) are kept in `extra_keys` and written back, so a
+    load-save round trip loses nothing; they take no part in comparing configs.
     """
 
     model_type: ClassVar[str]
@@ -48,21 +58,26 @@ class HFConfig:
     id2label: dict[int, str] | None = None
     extra_keys: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
+    def __post_init__(self):
+        fields.check(self)
+
     @classmethod
     def from_hf_dict(cls, d: dict[str, Any]):
-        """Build from a transformers config dict; keys this config has no field for go to extra_keys."""
+        """Build from a transformers config dict, checking types and rules (fields.FieldError names the key);
+        keys this config has no field for go to extra_keys."""
         if d.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError(f"position_embedding_type {d['position_embedding_type']!r}: only 'absolute' is built")
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in d.items() if k in known and k != "extra_keys"}
-        if "id2label" in d:  # transformers writes the label count as the id2label table
+        known = {f.name for f in dataclasses.fields(cls)} - {"id2label", "extra_keys"}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        id2label = None
+        if isinstance(d.get("id2label"), dict):  # transformers writes the label count as the id2label table
             kwargs["num_labels"] = len(d["id2label"])
             names = {int(i): name for i, name in d["id2label"].items()}
             # transformers' default table, LABEL_<i>, names nothing
-            kwargs["id2label"] = None if all(name == f"LABEL_{i}" for i, name in names.items()) else names
-        derived = {"label2id", "model_type", "architectures"}  # rewritten from the fields and the model on save
-        kwargs["extra_keys"] = {k: v for k, v in d.items() if k not in known and k not in derived}
-        return cls(**kwargs)
+            id2label = None if all(name == f"LABEL_{i}" for i, name in names.items()) else names
+        derived = {"label2id", "model_type", "architectures", "id2label"}  # rewritten from the fields on save
+        extra_keys = {k: v for k, v in d.items() if k not in known and k not in derived}
+        return dataclasses.replace(fields.build(cls, kwargs), id2label=id2label, extra_keys=extra_keys)
 
     def label_names(self) -> list[str]:
         """Each class's name: id2label's where it names every class, else transformers' LABEL_<i>."""
@@ -71,12 +86,12 @@ class HFConfig:
         return [f"LABEL_{i}" for i in range(self.num_labels)]
 
     def to_hf_dict(self) -> dict[str, Any]:
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra_keys"}
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra_keys"}
         names = self.label_names()
-        fields["id2label"] = {str(i): name for i, name in enumerate(names)}
-        fields["label2id"] = {name: i for i, name in enumerate(names)}
+        values["id2label"] = {str(i): name for i, name in enumerate(names)}
+        values["label2id"] = {name: i for i, name in enumerate(names)}
         # The output layer is always tied to the word embeddings here, as in every reference checkpoint.
-        return {**self.extra_keys, "model_type": self.model_type, **fields, "tie_word_embeddings": True}
+        return {**self.extra_keys, "model_type": self.model_type, **values, "tie_word_embeddings": True}
 
 
 class Dropout(nn.Dropout):

@@ -16,11 +16,16 @@ Constants are never 0-d (shape (1,) for a scalar): a 0-d tensor would not take p
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
+import os
 import shutil
+from pathlib import Path
 
 import torch
+
+from encoderkit.files import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -190,12 +195,36 @@ def _can_compile() -> bool:
     return shutil.which("g++") is not None or shutil.which("c++") is not None
 
 
+def kernel_cache_dir() -> Path:
+    """Where Inductor keeps the compiled chains between processes: $TORCHINDUCTOR_CACHE_DIR if set, else
+    encoderkit's cache dir (not Inductor's default under /tmp, which a reboot empties)."""
+    return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or cache_dir() / "inductor")
+
+
+@functools.cache
+def _use_kernel_cache() -> None:
+    """Keep what compiling the chains produces in kernel_cache_dir(), for every later process.
+
+    Inductor's FX graph and AOTAutograd caches alone still leave Dynamo to trace each chain again in every
+    process (~8 s per graph here, several graphs: one per constants' dtypes and batch shape); Dynamo's own
+    cache (caching_precompile, experimental in torch 2.13) keeps the traced graphs and guards too. It is
+    written at exit. The guards it drops are those on this module's functions and builtins, which do not
+    change between processes; its warning about each would reach the user's terminal, so it is quieted."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(kernel_cache_dir()))
+    torch._dynamo.config.caching_precompile = True
+    logging.getLogger("torch._dynamo.guards").setLevel(logging.ERROR)
+    atexit.register(torch.compiler.save_cache_artifacts)
+
+
 @functools.cache
 def fused(fn):
-    """fn compiled by torch.compile (Inductor generates one vectorized C++ loop nest), or fn if no compiler."""
+    """fn compiled by torch.compile (Inductor generates one vectorized C++ loop nest), or fn if no compiler.
+
+    Compiling the chains takes minutes; the caches of _use_kernel_cache keep the result for later processes."""
     if not _can_compile():
         logger.warning("no C++ compiler: the integer chains run eagerly (slower, same results)")
         return fn
+    _use_kernel_cache()
     # Shapes static at first, dynamic once a second shape is seen. The C++ wrapper releases the GIL while the
     # kernel runs (the default Python wrapper does not), so schedule.py's workers run chains in parallel. A
     # low realize threshold keeps per-row values (LayerNorm's square root and divisions) in a buffer

@@ -165,10 +165,20 @@ class IntegerIBert(nn.Module):
 
 def load_integer_model(path: str | os.PathLike) -> IntegerIBert:
     """Read what IntegerIBert.save wrote; needs neither the float nor the QAT model."""
-    path = Path(path)
     with safetensors.safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
-        if FORMAT not in metadata:
-            raise ValueError(f"{path}: not an integer I-BERT file (no {FORMAT} metadata)")
+        spec = _spec(f, Path(path))
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iteration)
-    return IntegerIBert(json.loads(metadata[FORMAT]), tensors)
+    return IntegerIBert(spec, tensors)
+
+
+def read_spec(path: str | os.PathLike) -> dict:
+    """The description (head, shapes) that IntegerIBert.save wrote, without reading the tensors."""
+    with safetensors.safe_open(str(path), framework="pt") as f:
+        return _spec(f, Path(path))
+
+
+def _spec(f, path: Path) -> dict:
+    metadata = f.metadata() or {}
+    if FORMAT not in metadata:
+        raise ValueError(f"{path}: not an integer I-BERT file (no {FORMAT} metadata)")
+    return json.loads(metadata[FORMAT])
