@@ -31,10 +31,10 @@ def cli(*args, cwd=None, env=None):
                           cwd=cwd, env=env)
 
 
-def test_all_eleven_recipes_are_bundled():
-    assert len(NAMES) == 11
+def test_all_twelve_recipes_are_bundled():
+    assert len(NAMES) == 12
     assert {"albert-tiny", "albert-base", "electra-tiny", "glue-electra-small", "quantize-glue", "squad-electra-small",
-            "swag-electra-small"} <= set(NAMES)
+            "swag-electra-small", "glue-roberta-base"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)

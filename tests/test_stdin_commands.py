@@ -261,8 +261,10 @@ def test_no_input_line_can_end_the_stream(command, model_dirs):
     assert "Traceback" not in stderr, stderr
     records = [json.loads(line) for line in result.stdout.decode().splitlines()]  # each line valid JSON
     assert [r["line"] for r in records] == sorted(answered)
-    errors = [line for line in stderr.splitlines() if ": note: " not in line]
-    assert all(line.startswith("line ") for line in stderr.splitlines()), stderr
+    # a slow load (a busy machine) adds one status line ending in " ..."; every other line is about a line
+    messages = [line for line in stderr.splitlines() if not line.endswith(" ...")]
+    errors = [line for line in messages if ": note: " not in line]
+    assert all(line.startswith("line ") for line in messages), stderr
     bad = set(range(1, 13)) - answered - {8, 9}  # blank lines are skipped, not errors
     assert sorted(int(line.split(":")[0].removeprefix("line ")) for line in errors) == sorted(bad)
     assert result.returncode == (1 if bad else 0)
@@ -321,7 +323,7 @@ def test_a_dir_of_another_head_is_one_line_naming_the_command_that_serves_it(mod
     result = cli("predict", "--model", str(model_dirs["masked_lm"]), stdin=b"a film\n")
     stderr = result.stderr.decode()
     assert result.returncode == 2 and len(stderr.splitlines()) == 1, stderr
-    assert "albert model with the masked_lm head" in stderr and "use `encoderkit fill-mask`" in stderr
+    assert "holds no classifier" in stderr and "(AlbertForMaskedLM): use `encoderkit fill-mask" in stderr
     cuda = cli("rtd", "--model", str(model_dirs["discriminator"]), "--device", "cuda", stdin=b"a film\n")
     if torch.cuda.is_available():
         assert cuda.returncode == 0, cuda.stderr
