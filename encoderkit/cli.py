@@ -233,6 +233,54 @@ def finetune_tokens(
     command(loaded, model, data, label_all_pieces=label_all_pieces, seeds=seeds, resume=resume)
 
 
+@finetune_app.command("qa", epilog="Example: encoderkit finetune qa squad-electra-small --model runs/electra-small "
+                                    "--train train-v1.1.json --dev dev-v1.1.json output.dir=runs/squad")
+def finetune_qa(
+    recipe: str = typer.Argument("squad-electra-small", help="A question-answering recipe YAML file or bundled name."),
+    overrides: list[str] = OVERRIDES,
+    model: Path = typer.Option(..., "--model", help="A pretrained model dir in Hugging Face format with its tokenizer "
+                               "(ALBERT, ELECTRA discriminator, BERT, I-BERT)."),
+    train: str = typer.Option(..., "--train", help="Training questions: a SQuAD .json (v1.1 or v2.0), a .jsonl "
+                              "(id, question, context, answers), or from the hub squad:train / squad_v2:train."),
+    dev: str = typer.Option(..., "--dev", help="Dev questions, as --train (e.g. dev-v2.0.json or squad:validation)."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Fine-tune N times (seeds train.seed, +1, ...)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in output.dir."),
+):
+    """Fine-tune for extractive question answering (SQuAD v1.1 / v2.0): the best dev checkpoint by F1, its
+    predictions.json (and null_odds.json) in the official formats, and the official EM/F1."""
+    from encoderkit.commands.finetune_qa import finetune_qa as command
+    from encoderkit.recipes.qa_choice import load_qa_recipe
+
+    overrides = overrides or []
+    if "=" in recipe:  # no recipe given, only overrides: the first one landed here
+        recipe, overrides = "squad-electra-small", [recipe, *overrides]
+    command(load_qa_recipe(recipe, overrides), model, train, dev, seeds=seeds, resume=resume)
+
+
+@finetune_app.command("choice", epilog="Example: encoderkit finetune choice swag-electra-small --model "
+                                        "runs/electra-small --train train.csv --dev val.csv output.dir=runs/swag")
+def finetune_choice(
+    recipe: str = typer.Argument("swag-electra-small", help="A multiple-choice recipe YAML file or bundled name."),
+    overrides: list[str] = OVERRIDES,
+    model: Path = typer.Option(..., "--model", help="A pretrained model dir in Hugging Face format with its tokenizer "
+                               "(ALBERT, ELECTRA discriminator, BERT, I-BERT)."),
+    train: Path = typer.Option(..., "--train", help="Training examples: a SWAG .csv (sent1, sent2, ending0.., label), "
+                               "a RACE .json file or directory, or a .jsonl (context, choices, label)."),
+    dev: Path = typer.Option(..., "--dev", help="Dev examples, as --train."),
+    test: Path = typer.Option(None, "--test", help="Examples to predict (labels not needed), as --train."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Fine-tune N times (seeds train.seed, +1, ...)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in output.dir."),
+):
+    """Fine-tune for multiple choice (SWAG, RACE): the best dev checkpoint by accuracy and its predictions."""
+    from encoderkit.commands.finetune_choice import finetune_choice as command
+    from encoderkit.recipes.qa_choice import load_choice_recipe
+
+    overrides = overrides or []
+    if "=" in recipe:  # no recipe given, only overrides: the first one landed here
+        recipe, overrides = "swag-electra-small", [recipe, *overrides]
+    command(load_choice_recipe(recipe, overrides), model, train, dev, test, seeds=seeds, resume=resume)
+
+
 @app.command(epilog="Example: encoderkit quantize --model runs/rte/rte/best --task rte --data-dir glue_data "
                     "quantize-glue output.dir=runs/rte-int8")
 def quantize(
@@ -273,7 +321,9 @@ def predict(
     dtype: str = typer.Option("fp32", "--dtype", help=DTYPE_HELP),
 ):
     """Read sentences (or tab-separated pairs) from stdin and print each one's label and probability (a
-    regression head: its score)."""
+    regression head: its score). A question-answering model reads JSON lines {"question", "context"} and prints
+    the answer, its probability and character span; a multiple-choice model reads {"context", "choices"} and
+    prints each choice's probability."""
     from encoderkit.commands.predict import run
 
     if run(model, sys.stdin.buffer, fmt, task=task, max_seq_length=max_seq_length, batch_size=batch_size,
@@ -303,6 +353,9 @@ def recipes_ls():
         typer.echo(f"{name}\t{load_finetune_recipe(name).kind}")
     for name in bundled_names("quantize"):
         typer.echo(f"{name}\tquantize")
+    for kind in ("qa", "choice"):
+        for name in bundled_names(kind):
+            typer.echo(f"{name}\t{kind}")
 
 
 @recipes_app.command("show", epilog="Example: encoderkit recipes show albert-tiny train.max_steps=10")

@@ -19,6 +19,7 @@ from encoderkit.recipes import (
     load_recipe,
     read_yaml,
 )
+from encoderkit.recipes.qa_choice import load_choice_recipe, load_qa_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = bundled_names(None)
@@ -33,7 +34,8 @@ def cli(*args, cwd=None, env=None):
 def test_the_bundled_recipes_are_all_there():
     assert set(NAMES) == {"albert-tiny", "albert-base", "electra-tiny", "electra-small", "electra-base", "bert-mlm",
                           "glue-electra-small", "glue-electra-base", "glue-albert-base", "glue-roberta-base",
-                          "quantize-glue", "finetune-classify", "finetune-tokens"}
+                          "quantize-glue", "finetune-classify", "finetune-tokens", "squad-electra-small",
+                          "swag-electra-small"}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -47,7 +49,9 @@ def test_recipe_opens_with_what_it_is_for_and_how_to_run_it(name):
     assert read_yaml(RECIPES_DIR.joinpath(f"{name}.yaml"))["name"] == name
     # The Run line's recipe and overrides load as the command it names would load them.
     overrides = [arg for arg in command if "=" in arg and not arg.startswith("-")]
-    load = {"pretrain": load_recipe, "finetune": load_finetune_recipe, "quantize": load_quantize_recipe}[command[1]]
+    loaders = {"pretrain": load_recipe, "finetune": load_finetune_recipe, "quantize": load_quantize_recipe,
+               "finetune qa": load_qa_recipe, "finetune choice": load_choice_recipe}
+    load = loaders.get(" ".join(command[1:3])) or loaders[command[1]]
     load(name, overrides)
 
 

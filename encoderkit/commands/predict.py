@@ -5,10 +5,13 @@ Hugging Face model dir (ALBERT, ELECTRA, BERT, RoBERTa, I-BERT) or the integer-o
 writes (its integer/ dir), which runs without any float model.
 
 A line with a tab is a pair: the text before the tab and the text after it (as GLUE's pair tasks).
+A question-answering model (`finetune qa`) answers JSON lines {"question", "context"}; a multiple-choice model
+(`finetune choice`) scores JSON lines {"context", "choices"}.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -109,8 +112,95 @@ class WordTagger:
         return " ".join(f"{word}/{tag}" for word, tag in zip(answer["words"], answer["tags"], strict=True)) + "\n"
 
 
+def _json_object(text: str, keys: tuple[str, ...]) -> dict:
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise LineError(f"not a JSON object ({err}); give one object per line with {', '.join(keys)}") from None
+    if not isinstance(row, dict) or any(key not in row for key in keys):
+        raise LineError(f"expected a JSON object with {', '.join(keys)}")
+    return row
+
+
+class QuestionAnswerer:
+    """A question-answering head's answer to a JSON line {"question", "context"}: the answer cut from the context
+    (`answer`, characters `start`..`end`), its probability among the n-best answers and the null one (`score`),
+    and its `null_odds`: the null answer's score less the answer's (SQuAD v2.0 models answer "" above a threshold
+    chosen on dev; `finetune qa` reports it as best_f1_thresh). Long contexts are read in overlapping windows."""
+
+    def __init__(self, model, tokenizer, max_seq_length: int, labels=None):
+        if max_seq_length < 16:
+            raise PredictError(f"--max-seq-length: {max_seq_length} leaves no room for a question and a context "
+                               "window; give at least 16")
+        self.model, self.tokenizer, self.max_seq_length = model, tokenizer, max_seq_length
+        self.max_query_length = max_seq_length // 2
+        self.doc_stride = max_seq_length // 4  # less than the room a question of max_query_length leaves
+
+    def prepare(self, text: str) -> Prepared:
+        from encoderkit.data.squad import QAExample
+
+        row = _json_object(text, ("question", "context"))
+        if not all(isinstance(row[key], str) and row[key].strip() for key in ("question", "context")):
+            raise LineError("question and context must be non-empty texts")
+        return Prepared(len(row["question"]) + len(row["context"]), QAExample("", row["question"], row["context"], []))
+
+    def run(self, examples: list) -> list[dict]:
+        from encoderkit.data.squad import build_features
+        from encoderkit.data.squad_eval import answers_from_logits
+        from encoderkit.train.evaluate import span_logits
+
+        features = build_features(examples, self.tokenizer, self.max_seq_length, self.doc_stride,
+                                  self.max_query_length, training=False)
+        start, end = span_logits(self.model, features.encoded, len(features))
+        predictions = answers_from_logits([e.context for e in examples], features.example_index, features.offsets,
+                                          start, end, version_2=True)
+        return [{"answer": p.text, "score": p.probability, "start": p.span[0], "end": p.span[1],
+                 "null_odds": p.null_odds} for p in predictions]
+
+    @staticmethod
+    def render(text: str, answer: dict) -> str:
+        return f"{answer['answer']}\t{answer['score']:.4f}\t{answer['start']}:{answer['end']}\n"
+
+
+class ChoiceScorer:
+    """A multiple-choice head's answer to a JSON line {"context", "choices"}: each choice's probability
+    (softmax across the choices, `scores`) and the most probable one's index (`label`)."""
+
+    def __init__(self, model, tokenizer, max_seq_length: int, labels=None):
+        self.model, self.tokenizer, self.max_seq_length = model, tokenizer, max_seq_length
+        self.device = _device(model)
+
+    def prepare(self, text: str) -> Prepared:
+        from encoderkit.data.choice import ChoiceExample
+
+        row = _json_object(text, ("context", "choices"))
+        choices = row["choices"]
+        if not isinstance(row["context"], str) or not isinstance(choices, list) or not choices or \
+                not all(isinstance(choice, str) for choice in choices):
+            raise LineError("context must be a text and choices a non-empty list of texts")
+        return Prepared(len(row["context"]) + sum(map(len, choices)), ChoiceExample("", row["context"], choices, None))
+
+    def run(self, examples: list) -> list[dict]:
+        from encoderkit.data.choice import encode_choices
+
+        answers = []
+        for example in examples:  # each its own batch: examples may have different numbers of choices
+            batch = next(iter_batches(encode_choices([example], self.tokenizer, self.max_seq_length), 1, False))
+            with torch.inference_mode():
+                scores = self.model(*(batch[k].to(self.device) for k in ("input_ids", "attention_mask",
+                                                                         "token_type_ids")))[0]
+            probabilities = scores.float().softmax(-1)
+            answers.append({"label": int(probabilities.argmax()), "scores": probabilities.tolist()})
+        return answers
+
+    @staticmethod
+    def render(text: str, answer: dict) -> str:
+        return f"{answer['label']}\t{' '.join(f'{score:.4f}' for score in answer['scores'])}\n"
+
+
 # The head of a model dir -> its answer.
-ANSWERS = {"sequence_classification": SequenceClassifier, "token_classification": WordTagger}
+ANSWERS = {"sequence_classification": SequenceClassifier, "token_classification": WordTagger,
+           "question_answering": QuestionAnswerer, "multiple_choice": ChoiceScorer}
 
 
 def _device(model) -> torch.device:

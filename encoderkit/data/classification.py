@@ -74,7 +74,8 @@ def _labels_tensor(examples: Sequence) -> torch.Tensor | None:
 def iter_batches(encoded: EncodedExamples, batch_size: int, shuffle: bool, seed: int = 0) -> Iterator[dict]:
     """One pass over the examples in batches (the last may be smaller), each cut to its longest row.
 
-    With `shuffle` the order is a permutation drawn from `seed` (pass a new seed per epoch).
+    With `shuffle` the order is a permutation drawn from `seed` (pass a new seed per epoch). Examples of several
+    sequences each (multiple choice: ids [N, C, S], lengths [N, C]) are cut alike, along their last dimension.
     """
     if shuffle:
         order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(seed))
@@ -85,9 +86,9 @@ def iter_batches(encoded: EncodedExamples, batch_size: int, shuffle: bool, seed:
         lengths = encoded.lengths[rows]
         width = int(lengths.max())
         batch = {
-            "input_ids": encoded.input_ids[rows, :width].long(),
-            "attention_mask": (torch.arange(width) < lengths[:, None]).long(),
-            "token_type_ids": encoded.token_type_ids[rows, :width].long(),
+            "input_ids": encoded.input_ids[rows, ..., :width].long(),
+            "attention_mask": (torch.arange(width) < lengths[..., None]).long(),
+            "token_type_ids": encoded.token_type_ids[rows, ..., :width].long(),
         }
         if encoded.labels is not None:
             labels = encoded.labels[rows]

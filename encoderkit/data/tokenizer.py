@@ -191,6 +191,11 @@ class Tokenizer(ABC):
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """`encode` for many texts at once."""
 
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """`encode(text)` and each token's (start, end) character span in `text`: what transformers' fast
+        tokenizers return as `offset_mapping` (question answering maps answers through them)."""
+        raise NotImplementedError(f"{type(self).__name__} gives no character offsets")
+
     @abstractmethod
     def decode(self, ids: Iterable[int]) -> str:
         """Text of `ids`; special tokens are dropped."""
@@ -385,6 +390,23 @@ class SentencePieceTokenizer(Tokenizer):
             ids.append(text_ids)
         return ids
 
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        from encoderkit.data.offsets import map_spans, normalize_with_origins, piece_spans
+
+        ids, offsets, position = [], [], 0
+        for special in [*self._special_in_text.finditer(text), None]:  # the text between special tokens
+            end = special.start() if special else len(text)
+            normalized, origins = normalize_with_origins(text[position:end], position, self.do_lower_case,
+                                                         self.keep_accents)
+            spans = piece_spans(self.processor.encode(normalized, out_type="serialized_proto"))
+            ids += [piece_id for piece_id, _, _ in spans]
+            offsets += map_spans(normalized, origins, spans)
+            if special:
+                ids.append(self.processor.piece_to_id(special.group()))
+                offsets.append(special.span())
+                position = special.end()
+        return ids, offsets
+
     def decode(self, ids: Iterable[int]) -> str:
         """Text of `ids`; special tokens are dropped."""
         return self.processor.decode([int(i) for i in ids])
@@ -518,6 +540,10 @@ class WordPieceTokenizer(Tokenizer):
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """`encode` for many texts at once (`tokenizers` encodes the batch in Rust)."""
         return [encoding.ids for encoding in self.backend.encode_batch(texts, add_special_tokens=False)]
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        encoding = self.backend.encode(text, add_special_tokens=False)  # `tokenizers` aligns through its normalizer
+        return encoding.ids, [tuple(span) for span in encoding.offsets]
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of `ids`; special tokens are dropped and "##" continuations joined to their word."""

@@ -31,11 +31,14 @@ from .layers import (
     HFConfig,
     MaskedLMHead,
     Pooler,
+    SpanLogits,
     TokenLayout,
     TransformerLayer,
     first_token,
+    flatten_choices,
     init_weights,
     select_masked,
+    span_logits,
 )
 
 
@@ -175,3 +178,37 @@ class AlbertForTokenClassification(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
         return self.classifier(self.dropout(self.encoder(input_ids, attention_mask, token_type_ids)))
+
+
+class AlbertForQuestionAnswering(nn.Module):
+    """qa_outputs (H -> 2) on every token: start and end logits (B, S) each; no pooler, as in transformers."""
+
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        if config.num_labels != 2:
+            raise ValueError(f"a question-answering head has num_labels 2 (start, end), got {config.num_labels}")
+        self.config = config
+        self.encoder = AlbertModel(config, with_pooler=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        init_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> SpanLogits:
+        return span_logits(self.qa_outputs, self.encoder(input_ids, attention_mask, token_type_ids))
+
+
+class AlbertForMultipleChoice(nn.Module):
+    """Inputs (B, C, S), one (context, choice) sequence per choice; pooler -> dropout -> linear H -> 1 on each;
+    returns scores (B, C)."""
+
+    def __init__(self, config: AlbertConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = AlbertModel(config)
+        self.dropout = Dropout(config.classifier_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        init_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        flat_ids, flat_mask, flat_types = flatten_choices(input_ids, attention_mask, token_type_ids)
+        hidden = self.encoder(flat_ids, flat_mask, flat_types, first_token(flat_ids))
+        return self.classifier(self.dropout(self.encoder.pooler(hidden))).view(input_ids.shape[:2])  # (B, C)

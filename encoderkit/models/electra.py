@@ -21,7 +21,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from encoderkit.fields import value_range
+from encoderkit.fields import one_of, value_range
 
 from .layers import (
     ACTIVATION,
@@ -33,13 +33,18 @@ from .layers import (
     HFConfig,
     MaskedLMHead,
     Pooler,
+    SpanLogits,
     TokenLayout,
     TransformerLayer,
     activation,
     first_token,
+    flatten_choices,
     init_weights,
     select_masked,
+    span_logits,
 )
+
+SUMMARY_TYPES = ("first", "last", "mean", "cls_index")
 
 
 @dataclass
@@ -68,6 +73,13 @@ class ElectraConfig(HFConfig):
     num_labels: int = field(default=2, metadata=SIZE)  # sequence classification; 1 means regression
     # "regression", "single_label_classification", "multi_label_classification"
     problem_type: str | None = field(default=None, metadata=PROBLEM_TYPE)
+    # The multiple-choice head's sequence summary (transformers' ElectraSequenceSummary): which token(s) it reads
+    # ("first", "last", "mean"; "cls_index" without an index reads the last), a projection H -> H, its activation
+    # (None: none), the dropout after it.
+    summary_type: str = field(default="first", metadata=one_of(SUMMARY_TYPES))
+    summary_use_proj: bool = True
+    summary_activation: str | None = field(default="gelu", metadata=ACTIVATION)
+    summary_last_dropout: float = field(default=0.1, metadata=PROBABILITY)
 
 
 @dataclass
@@ -219,6 +231,67 @@ class ElectraForTokenClassification(nn.Module):
         return self.classifier(self.dropout(self.encoder(input_ids, attention_mask, token_type_ids)))
 
 
+class QuestionAnsweringHead(nn.Module):
+    """ELECTRA's and BERT's: qa_outputs (H -> 2) on every token: start and end logits (B, S) each."""
+
+    def __init__(self, config: ElectraConfig | BertConfig, encoder: nn.Module):
+        super().__init__()
+        if config.num_labels != 2:
+            raise ValueError(f"a question-answering head has num_labels 2 (start, end), got {config.num_labels}")
+        self.config = config
+        self.encoder = encoder
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        init_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> SpanLogits:
+        return span_logits(self.qa_outputs, self.encoder(input_ids, attention_mask, token_type_ids))
+
+
+class ElectraForQuestionAnswering(QuestionAnsweringHead):
+    def __init__(self, config: ElectraConfig):
+        super().__init__(config, ElectraModel(config))
+
+
+class SequenceSummary(nn.Module):
+    """transformers' ElectraSequenceSummary as ElectraConfig sets it: the summary_type token(s), projection
+    H -> H if summary_use_proj, summary_activation, dropout summary_last_dropout; (B, S, H) -> (B, H)."""
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        self.summary_type = config.summary_type
+        self.summary = nn.Linear(config.hidden_size, config.hidden_size) if config.summary_use_proj else nn.Identity()
+        self.activation = activation(config.summary_activation) if config.summary_activation else nn.Identity()
+        self.dropout = Dropout(config.summary_last_dropout)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.summary_type == "first":
+            x = hidden[:, 0]
+        elif self.summary_type == "mean":  # over every position, padding included, as transformers does
+            x = hidden.mean(dim=1)
+        else:  # last, and cls_index without an index: the last position, padding or not
+            x = hidden[:, -1]
+        return self.dropout(self.activation(self.summary(x)))  # (B, H)
+
+
+class ElectraForMultipleChoice(nn.Module):
+    """Inputs (B, C, S); sequence summary -> linear H -> 1 on each (context, choice) sequence; scores (B, C)."""
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = ElectraModel(config)
+        self.sequence_summary = SequenceSummary(config)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        init_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        flat_ids, flat_mask, flat_types = flatten_choices(input_ids, attention_mask, token_type_ids)
+        # Only "first" reads one known position; the others read padding too, which must then be computed.
+        needed = first_token(flat_ids) if self.config.summary_type == "first" else None
+        hidden = self.encoder(flat_ids, flat_mask, flat_types, needed)
+        return self.classifier(self.sequence_summary(hidden)).view(input_ids.shape[:2])  # (B, C)
+
+
 class ElectraGeneratorDiscriminator(nn.Module):
     """A generator and a discriminator sharing one embeddings module (word, position, token type, LayerNorm).
 
@@ -304,3 +377,28 @@ class BertForSequenceClassification(nn.Module):
 
 class BertForTokenClassification(ElectraForTokenClassification):
     """ELECTRA's token head on BERT's encoder (E == H, no pooler): the same modules and tensor names."""
+
+
+class BertForQuestionAnswering(QuestionAnsweringHead):
+    """BERT's QA head, on the encoder without its pooler (transformers: add_pooling_layer=False)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config, ElectraModel(config))
+
+
+class BertForMultipleChoice(nn.Module):
+    """Inputs (B, C, S); pooler -> dropout -> linear H -> 1 on each (context, choice) sequence; scores (B, C)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = BertModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        init_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        flat_ids, flat_mask, flat_types = flatten_choices(input_ids, attention_mask, token_type_ids)
+        hidden = self.encoder(flat_ids, flat_mask, flat_types, first_token(flat_ids))
+        return self.classifier(self.dropout(self.encoder.pooler(hidden))).view(input_ids.shape[:2])  # (B, C)

@@ -7,7 +7,7 @@ Module names are ours (`norm`, `feed_forward.up`, ...); hf_format.py maps them t
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,7 @@ ACTIVATIONS = {
     "silu": nn.SiLU,
     "swish": nn.SiLU,
     "tanh": nn.Tanh,
+    "linear": nn.Identity,  # transformers' name for none (e.g. an ELECTRA summary_activation)
 }
 
 
@@ -48,8 +49,8 @@ class HFConfig:
     Every construction checks the fields' rules (fields.check), so no model is built from sizes it cannot have.
     Every family's config has `num_labels`. Label names, where known, are `id2label` (class index -> name),
     written with `label2id` as transformers does so its pipelines show them. Keys of a loaded config.json that
-    the config has no field for (`summary_*`, `transformers_version`, ...) are kept in `extra_keys` and written
-    back, so a load-save round trip loses nothing; they take no part in comparing configs.
+    the config has no field for (`transformers_version`, ...) are kept in `extra_keys` and written back, so a
+    load-save round trip loses nothing; they take no part in comparing configs.
     """
 
     model_type: ClassVar[str]
@@ -295,6 +296,25 @@ class MaskedLMHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
         return F.linear(self.norm(self.act(self.dense(hidden))), word_embeddings, self.bias)
+
+
+class SpanLogits(NamedTuple):
+    """What a question-answering head returns: per token, the logit of the answer starting or ending there."""
+
+    start_logits: torch.Tensor  # (B, S)
+    end_logits: torch.Tensor  # (B, S)
+
+
+def span_logits(qa_outputs: nn.Linear, hidden: torch.Tensor) -> SpanLogits:
+    """transformers' qa_outputs: one linear layer H -> 2 on every token, split into start and end logits."""
+    start, end = qa_outputs(hidden).unbind(-1)  # (B, S) each
+    return SpanLogits(start, end)
+
+
+def flatten_choices(*inputs: torch.Tensor | None) -> list[torch.Tensor | None]:
+    """(B, C, S) -> (B * C, S) for each input (None stays None): a multiple-choice head encodes every
+    (context, choice) pair as its own sequence, then views its C scores per example back as (B, C)."""
+    return [None if x is None else x.reshape(-1, x.shape[-1]) for x in inputs]
 
 
 def select_masked(hidden: torch.Tensor, mlm_mask: torch.Tensor | None) -> torch.Tensor:

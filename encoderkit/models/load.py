@@ -3,9 +3,9 @@
 It dispatches on config.json's `model_type` (the families of hf_format.FAMILIES: albert, electra, bert, roberta,
 ibert) or, in a dir without config.json, on the integer-only I-BERT file that `encoderkit quantize` writes.
 `head` names what to build on the encoder: "base", "masked_lm", "pretraining", "discriminator",
-"sequence_classification" (the family's table says which it has), or "generator_discriminator" for an
-ELECTRA pretraining run dir holding generator/ and discriminator/. Every failure is one ModelDirError
-whose message names the dir or file and what to do.
+"sequence_classification", "question_answering", "multiple_choice" (the family's table says which it has),
+or "generator_discriminator" for an ELECTRA pretraining run dir holding generator/ and discriminator/. Every
+failure is one ModelDirError whose message names the dir or file and what to do.
 
 Nothing runs on a dir before it is checked: config.json against the family's config (types, ranges and
 relations: the fields' rules, the same the recipes are checked with), model.safetensors' header (names,
@@ -31,9 +31,11 @@ PAIR_HEAD = "generator_discriminator"
 INTEGER_HEADS = ("base", "sequence_classification")
 # The command that serves each head, for the message when a dir lacks the one a command needs.
 SERVED_BY = {"masked_lm": "encoderkit fill-mask", "pretraining": "encoderkit fill-mask",
-             "discriminator": "encoderkit rtd", "sequence_classification": "encoderkit predict"}
+             "discriminator": "encoderkit rtd", "sequence_classification": "encoderkit predict",
+             "question_answering": "encoderkit predict", "multiple_choice": "encoderkit predict"}
 HEAD_WORDS = {"sequence_classification": "classifier", "masked_lm": "masked-LM head",
-              "discriminator": "discriminator head"}
+              "discriminator": "discriminator head", "question_answering": "question-answering head",
+              "multiple_choice": "multiple-choice head"}
 # What a dir holding (family, head) is, in the words a user knows it by.
 HEAD_DESCRIPTIONS = {("electra", "masked_lm"): "an ELECTRA generator", ("electra", "discriminator"):
                      "an ELECTRA discriminator", ("albert", "pretraining"): "a pretrained ALBERT (MLM + SOP heads)"}

@@ -334,7 +334,7 @@ def _build(cls, raw: Any, prefix: str):
 
 def to_dict(recipe) -> dict:
     """The resolved recipe as plain data (what `recipes show` prints and a run dir records)."""
-    if isinstance(recipe, (FinetuneRecipe, QuantizeRecipe)):
+    if getattr(recipe, "kind", "pretrain") != "pretrain":  # fine-tuning, quantization, qa, choice
         return finetune_to_dict(recipe)
     out = dataclasses.asdict(recipe)
     model, settings = out.pop("model"), out.pop("settings")
@@ -355,7 +355,7 @@ def dump_yaml(recipe) -> str:
 
 # ---- fine-tuning recipes (`encoderkit finetune glue`) -------------------------------------------
 
-RECIPE_KINDS = ("pretrain", "finetune", "quantize")
+RECIPE_KINDS = ("pretrain", "finetune", "quantize", "qa", "choice")
 
 
 def recipe_kind(raw: dict) -> str:
@@ -464,8 +464,11 @@ def finetune_to_dict(recipe: FinetuneRecipe | QuantizeRecipe) -> dict:
 
 def load_any_recipe(name_or_path: str, overrides: list[str] = ()) -> PretrainRecipe | FinetuneRecipe | QuantizeRecipe:
     """A pretraining, fine-tuning or quantization recipe, as its `kind` says (for `recipes show` and `validate`)."""
+    from encoderkit.recipes.qa_choice import validate_choice, validate_qa
+
     raw = read_yaml(resolve_path(name_or_path))  # read once; the kind is the file's, before any override
-    validator = {"finetune": validate_finetune, "quantize": validate_quantize}.get(recipe_kind(raw), validate)
+    validator = {"finetune": validate_finetune, "quantize": validate_quantize, "qa": validate_qa,
+                 "choice": validate_choice}.get(recipe_kind(raw), validate)
     if validator is validate:  # `recipes validate` refuses what `pretrain` refuses
         _refuse_computed_model_keys(overrides)
     return validator(apply_overrides(raw, list(overrides)))

@@ -48,6 +48,20 @@ def predict_tags(model, encoded: EncodedTokens, batch_size: int) -> list[list[in
     return sentence_predictions(encoded, batches())
 
 
+def span_logits(model, features: EncodedExamples, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A question-answering model's start and end logits (float) for every feature, in order: [N, S] each, S the
+    features' padded length, -inf past each batch's longest row."""
+    device = next(model.parameters()).device
+    width = features.input_ids.shape[-1]
+    starts, ends = [], []
+    for batch in iter_batches(features, batch_size, shuffle=False):
+        start, end = model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                           batch["token_type_ids"].to(device))
+        starts.append(torch.nn.functional.pad(start.float().cpu(), (0, width - start.shape[1]), value=-torch.inf))
+        ends.append(torch.nn.functional.pad(end.float().cpu(), (0, width - end.shape[1]), value=-torch.inf))
+    return torch.cat(starts), torch.cat(ends)
+
+
 def score_dev_splits(model, task: GlueTask, dev: dict[str, EncodedExamples], batch_size: int) -> dict[str, dict]:
     """{split: {metric: value}} of `model` on each dev split of a GLUE task."""
     objective = ClassificationObjective(task.num_labels)

@@ -35,7 +35,19 @@ from torch import nn
 
 from encoderkit.fields import one_of, value_range
 
-from ..layers import PROBABILITY, PROBLEM_TYPE, SIZE, HFConfig, Pooler, init_weights, position_ids, select_masked
+from ..layers import (
+    PROBABILITY,
+    PROBLEM_TYPE,
+    SIZE,
+    HFConfig,
+    Pooler,
+    SpanLogits,
+    flatten_choices,
+    init_weights,
+    position_ids,
+    select_masked,
+    span_logits,
+)
 from .quant import FORCE_DEQUANT, IntGELU, IntLayerNorm, IntSoftmax, QuantAct, QuantEmbedding, QuantLinear
 
 # Bit widths of I-BERT (transformers' IBert* modules hard-code the same).
@@ -360,6 +372,39 @@ class IBertForTokenClassification(nn.Module):
         return self.classifier(self.dropout(self.ibert(input_ids, attention_mask, token_type_ids)))
 
 
+class IBertForQuestionAnswering(nn.Module):
+    """qa_outputs (float, H -> 2) on every token: start and end logits (B, S) each; no pooler."""
+
+    def __init__(self, config: IBertConfig):
+        super().__init__()
+        if config.num_labels != 2:
+            raise ValueError(f"a question-answering head has num_labels 2 (start, end), got {config.num_labels}")
+        self.config = config
+        self.ibert = IBertModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        _init_ibert_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> SpanLogits:
+        return span_logits(self.qa_outputs, self.ibert(input_ids, attention_mask, token_type_ids))
+
+
+class IBertForMultipleChoice(nn.Module):
+    """Inputs (B, C, S); the (float) pooler -> dropout -> linear H -> 1 on each sequence; scores (B, C)."""
+
+    def __init__(self, config: IBertConfig):
+        super().__init__()
+        self.config = config
+        self.ibert = IBertModel(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        _init_ibert_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        flat_ids, flat_mask, flat_types = flatten_choices(input_ids, attention_mask, token_type_ids)
+        pooled = self.ibert.pooler(self.ibert(flat_ids, flat_mask, flat_types))
+        return self.classifier(self.dropout(pooled)).view(input_ids.shape[:2])  # (B, C)
+
+
 class IBertLMHead(nn.Module):
     """RoBERTa's MLM head (float): dense (to the embeddings' width), gelu, LayerNorm, decoder tied to the word
     embeddings, bias."""
@@ -394,6 +439,8 @@ HEADS = {
     "sequence_classification": IBertForSequenceClassification,
     "token_classification": IBertForTokenClassification,
     "masked_lm": IBertForMaskedLM,
+    "question_answering": IBertForQuestionAnswering,
+    "multiple_choice": IBertForMultipleChoice,
 }
 BASE_PREFIX = "ibert."  # a head model's base model (hf_format loads base and head checkpoints either way)
 
