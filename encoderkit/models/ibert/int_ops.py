@@ -16,7 +16,6 @@ Constants are never 0-d (shape (1,) for a scalar): a 0-d tensor would not take p
 
 from __future__ import annotations
 
-import atexit
 import functools
 import logging
 import os
@@ -203,17 +202,11 @@ def kernel_cache_dir() -> Path:
 
 @functools.cache
 def _use_kernel_cache() -> None:
-    """Keep what compiling the chains produces in kernel_cache_dir(), for every later process.
-
-    Inductor's FX graph and AOTAutograd caches alone still leave Dynamo to trace each chain again in every
-    process (~8 s per graph here, several graphs: one per constants' dtypes and batch shape); Dynamo's own
-    cache (caching_precompile, experimental in torch 2.13) keeps the traced graphs and guards too. It is
-    written at exit. The guards it drops are those on this module's functions and builtins, which do not
-    change between processes; its warning about each would reach the user's terminal, so it is quieted."""
+    """Keep what compiling the chains produces (Inductor's FX graph and AOTAutograd caches) in kernel_cache_dir(),
+    for every later process. Dynamo still traces each chain again in every process (~8 s per graph here):
+    Dynamo's own cache (caching_precompile, experimental in torch 2.13) would keep that too, but it failed
+    torch.compile's guard building in a fresh process ("check_fn.guards_state must not be None"), so it is off."""
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(kernel_cache_dir()))
-    torch._dynamo.config.caching_precompile = True
-    logging.getLogger("torch._dynamo.guards").setLevel(logging.ERROR)
-    atexit.register(torch.compiler.save_cache_artifacts)
 
 
 @functools.cache
