@@ -42,7 +42,10 @@ def _fail(message: str, code: int = 2):
 def pretrain(
     recipe: str = typer.Argument(..., help="A recipe YAML file or a bundled recipe name (see `recipes ls`)."),
     overrides: list[str] = OVERRIDES,
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in output.dir from its last checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in output.dir from its newest complete "
+                                "checkpoint, with its recorded recipe.yaml and only the overrides given now."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start a new run in an output.dir that is not empty "
+                                   "(an earlier run's checkpoints and metrics there are deleted)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and parameter counts, then exit."),
 ):
     """Pretrain a model from a recipe; the run dir ends up holding a Hugging Face checkpoint."""
@@ -51,11 +54,11 @@ def pretrain(
     from encoderkit.commands import pretrain as command
     from encoderkit.recipes import load_recipe
 
-    recipe_obj = load_recipe(recipe, overrides or [])
+    recipe_obj = command.resume_recipe(recipe, overrides or []) if resume else load_recipe(recipe, overrides or [])
     if dry_run:
         command.dry_run(recipe_obj, Console())
         return
-    command.pretrain(recipe_obj, resume=resume)
+    command.pretrain(recipe_obj, resume=resume, overwrite=overwrite)
 
 
 @app.command("fill-mask", epilog='Example: echo "The capital of France is [MASK]." | '
@@ -255,9 +258,10 @@ def _app_options(
 def main() -> None:
     """Console entry point: known user errors become one line on stderr and exit code 2."""
     from encoderkit.errors import USER_ERRORS
-    from encoderkit.runtime import tune_allocator
+    from encoderkit.runtime import tune_allocator, use_cpu_processes
 
     tune_allocator()
+    use_cpu_processes()
     # Warnings (e.g. ELECTRA's collapse alarm) as one readable line, not a source excerpt.
     warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"
     try:

@@ -1,6 +1,7 @@
-"""Process-wide settings that make PyTorch on CPU faster, applied once by encoderkit's entry point.
+"""Process-wide settings applied once by encoderkit's entry point: PyTorch on CPU faster, and accelerate
+seeing every process of a CPU launch.
 
-Only things that change speed, never results.
+Only things that change speed or how processes find each other, never results.
 """
 
 from __future__ import annotations
@@ -39,3 +40,18 @@ def tune_allocator() -> str:
     if not (libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)):
         return "glibc default (mallopt refused)"
     return f"glibc mallopt M_MMAP_THRESHOLD={MMAP_THRESHOLD >> 20} MiB, M_TRIM_THRESHOLD={TRIM_THRESHOLD >> 20} MiB"
+
+
+def use_cpu_processes() -> None:
+    """Let accelerate see the processes a launcher started on a machine without CUDA.
+
+    torchrun and `accelerate launch --multi_gpu` set WORLD_SIZE; accelerate 1.x then still reports one
+    process on a CPU-only torch unless ACCELERATE_USE_CPU is true (it then picks MULTI_CPU over gloo), and
+    every process would train on its own. Results do not change: N processes train like one.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["ACCELERATE_USE_CPU"] = "1"

@@ -249,7 +249,7 @@ def test_configs_match_transformers_defaults():
                          (electra.BertConfig(), transformers.BertConfig())]:
         fields = dataclasses.asdict(ours)
         assert {k: getattr(theirs, k) for k in fields} == fields
-    assert electra.BertConfig(hidden_size=64).embedding_size == 64
+    assert electra.BertConfig(hidden_size=64, num_attention_heads=4).embedding_size == 64
     assert "embedding_size" not in electra.BertConfig().to_hf_dict()
     with pytest.raises(ValueError, match="relative_key"):
         electra.BertConfig.from_hf_dict({"position_embedding_type": "relative_key"})

@@ -10,8 +10,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from encoderkit.train.config import TrainConfig
-from encoderkit.train.loop import TrainingDiverged, latest_checkpoint, train
+from encoderkit.train.loop import TrainingDiverged, train
 from encoderkit.train.optim import Lamb, warmup_then_decay
+from encoderkit.train.run_dir import latest_checkpoint
 
 
 class ToyStream:
@@ -92,15 +93,51 @@ def test_resume_gives_the_same_weights(tmp_path):
 
 
 def test_nonfinite_steps_are_skipped_then_stop_keeps_last_good_checkpoint(tmp_path):
-    with pytest.raises(TrainingDiverged, match="3 non-finite steps in a row"):
+    with pytest.raises(TrainingDiverged, match="3 non-finite steps in a row .* at step 7; lower train.learning_rate "
+                                               r"\(now 0.01\); resume from .*step-00000004 \(--resume\)"):
         train(ToyModel(), toy_objective, ToyStream(poison_from=4), cfg(max_steps=20, save_every=2,
                                                                         max_nonfinite_steps=3), tmp_path)
-    # Steps 5-7 were skipped: the checkpoint at step 6 holds the step-4 weights, all finite.
+    # Steps 5-7 were skipped and no checkpoint was written during them: the last one is step 4's, all finite.
     last = latest_checkpoint(tmp_path)
-    assert last.name == "step-00000006"
-    before = weights(tmp_path / "checkpoints" / "step-00000004")
-    for name, tensor in weights(last).items():
-        assert torch.isfinite(tensor).all() and torch.equal(tensor, before[name]), name
+    assert last.name == "step-00000004"
+    assert all(torch.isfinite(tensor).all() for tensor in weights(last).values())
+    # metrics.jsonl stays JSON: the non-finite loss of steps 5-6 is null and flagged.
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6]
+    assert records[2]["loss"] is None and "loss" in records[2]["nonfinite"] and records[2]["nonfinite_steps"] == 2
+    assert "nonfinite" not in records[1]
+
+
+def test_an_update_that_makes_weights_nonfinite_is_rolled_back(tmp_path):
+    # A NaN clipping norm turns every gradient into NaN while the loss and the gradient's norm stay finite.
+    model = ToyModel()
+    initial = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    with pytest.raises(TrainingDiverged, match=r"last: weights after the update\) at step 2; set a finite "
+                                               r"train.max_grad_norm \(now nan\); no checkpoint was written"):
+        train(model, toy_objective, ToyStream(), cfg(max_grad_norm=float("nan"), save_every=1, max_nonfinite_steps=2),
+              tmp_path)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, initial[name]), name
+    assert latest_checkpoint(tmp_path, missing_ok=True) is None
+
+
+def test_rollback_restores_the_optimizer_state_too(tmp_path):
+    # One good step, then an update that breaks the weights: the state after it is the state after step 1.
+    from encoderkit.train.loop import _Rollback
+
+    w = nn.Parameter(torch.ones(3))
+    opt = torch.optim.AdamW([w], lr=0.1)
+    w.grad = torch.ones(3)
+    opt.step()
+    after_one = (w.detach().clone(), {k: v.clone() for k, v in opt.state[w].items()})
+    rollback = _Rollback([w], opt)
+    w.grad = torch.full((3,), float("nan"))
+    opt.step()
+    assert not torch.isfinite(w).all()
+    rollback.restore()
+    assert torch.equal(w.detach(), after_one[0])
+    for key, value in after_one[1].items():
+        assert torch.equal(opt.state[w][key], value), key
 
 
 def test_accumulation_matches_one_big_batch(tmp_path):

@@ -59,19 +59,71 @@ def test_pretrain_writes_a_complete_run_dir(run_dir):
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-00000003", "step-00000006"]
 
 
+def error_lines(result):
+    """The error lines of a failed command: exactly one is expected, and no traceback."""
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def strict_json_lines(path):
+    """metrics.jsonl parsed as strict JSON (NaN and Infinity are not JSON)."""
+    def refuse(constant):
+        raise ValueError(f"{constant} in {path}")
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+
+
 @pytest.mark.slow
 def test_resume_continues_exactly(run_dir, tmp_path):
-    # Pretend the run stopped after step 3: resume must give the 6-step weights bit for bit.
+    # The run stopped after step 6 was being saved: its newest checkpoint is damaged, so resume falls back to
+    # step 3 and must give the 6-step weights bit for bit. Only output.dir is given: the run's recorded
+    # recipe.yaml supplies the other overrides it was started with.
     part = tmp_path / "part"
     shutil.copytree(run_dir, part)
-    shutil.rmtree(part / "checkpoints" / "step-00000006")
+    optimizer_file = part / "checkpoints" / "step-00000006" / "optimizer.pt"
+    optimizer_file.write_bytes(optimizer_file.read_bytes()[:100])
     (part / "model.safetensors").unlink()
-    result = cli("pretrain", *tiny_from(run_dir, part), "--resume")
+    result = cli("pretrain", "albert-tiny", f"output.dir={part}", "--resume")
     assert result.returncode == 0, result.stderr
+    assert "skipping" in result.stderr and "resumed from step 3" in result.stderr
     full, resumed = load_file(str(run_dir / "model.safetensors")), load_file(str(part / "model.safetensors"))
     assert full.keys() == resumed.keys()
     for name in full:
         assert torch.equal(full[name], resumed[name]), name
+    # Steps 4-6 ran twice; metrics.jsonl holds each step once, the same records but for the timing.
+    records = strict_json_lines(part / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in records] == [r["loss"] for r in strict_json_lines(run_dir / "metrics.jsonl")]
+    assert (part / "recipe.yaml").read_text() == (run_dir / "recipe.yaml").read_text().replace(str(run_dir), str(part))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override, key", [("train.batch_size=8", "train.batch_size"),
+                                           ("data.max_seq_length=16", "data.max_seq_length"),
+                                           ("model.hidden_size=64", "model.hidden_size"),
+                                           ("tokenizer.vocab_size=60", "tokenizer.vocab_size")])
+def test_resume_refuses_what_cannot_change_and_leaves_the_run_dir_alone(run_dir, tmp_path, override, key):
+    part = tmp_path / "part"
+    shutil.copytree(run_dir, part)
+    before = {p: p.read_bytes() for p in part.rglob("*") if p.is_file()}
+    result = cli("pretrain", "albert-tiny", f"output.dir={part}", override, "--resume")
+    assert result.returncode == 2
+    (line,) = error_lines(result)
+    assert line.startswith(f"error: {key}: the run in") and "cannot change on resume" in line
+    assert {p: p.read_bytes() for p in part.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.slow
+def test_resume_without_a_complete_checkpoint_leaves_the_run_dir_alone(run_dir, tmp_path):
+    part = tmp_path / "part"
+    shutil.copytree(run_dir, part)
+    for checkpoint in (part / "checkpoints").iterdir():
+        (checkpoint / "manifest.json").unlink()
+    before = {p: p.read_bytes() for p in part.rglob("*") if p.is_file()}
+    result = cli("pretrain", "albert-tiny", f"output.dir={part}", "--resume")
+    assert result.returncode == 2
+    (line,) = error_lines(result)
+    assert "no complete checkpoint" in line
+    assert {p: p.read_bytes() for p in part.rglob("*") if p.is_file()} == before
 
 
 def tiny_from(run_dir, out):
@@ -180,6 +232,77 @@ def test_rtd_and_fill_mask_on_an_electra_run(electra_run):
     filled = cli("fill-mask", "--model", str(electra_run / "generator"), stdin="the [MASK] sees a dog.\n")
     assert filled.returncode == 0, filled.stderr
     assert "[MASK] 1:" in filled.stdout
+
+
+@pytest.mark.parametrize("layout", ["other files", "a run without checkpoints", "a file"])
+def test_an_output_dir_that_is_not_a_fresh_run_is_refused(corpus, tmp_path, layout):
+    out = tmp_path / "out"
+    if layout == "a file":
+        out.write_text("notes\n")
+    else:
+        out.mkdir()
+        (out / "notes.txt").write_text("mine\n")
+        (out / "spiece.model").write_bytes(b"not mine to reuse")
+        if layout == "a run without checkpoints":
+            (out / "recipe.yaml").write_text("name: albert-tiny\n")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    result = cli("pretrain", *tiny(corpus, out))
+    assert result.returncode == 2
+    (line,) = error_lines(result)
+    assert line.startswith("error: output.dir: ") and str(out) in line
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.slow
+def test_overwrite_starts_a_new_run_in_a_used_dir(corpus, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
+    (out / "spiece.model").write_bytes(b"an earlier tokenizer, not this recipe's")
+    (out / "metrics.jsonl").write_text('{"step": 99}\n')
+    result = cli("pretrain", *tiny(corpus, out, "train.max_steps=2", "train.save_every=2"), "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert "training a unigram tokenizer" in result.stderr  # the file that was there is not reused
+    assert [r["step"] for r in strict_json_lines(out / "metrics.jsonl")] == [1, 2]
+    assert (out / "notes.txt").read_text() == "mine\n"
+    assert json.loads((out / "config.json").read_text())["vocab_size"] == 50
+
+
+@pytest.mark.slow
+def test_a_diverged_run_keeps_the_checkpoint_of_its_last_finite_step(corpus, tmp_path):
+    # learning_rate 1e6: step 1 (half the rate in warmup) gives finite, huge weights; the next steps are NaN.
+    out = tmp_path / "diverged"
+    result = cli("pretrain", *tiny(corpus, out, "train.learning_rate=1e6", "train.save_every=1",
+                                   "train.max_nonfinite_steps=3", "train.max_steps=10"))
+    assert result.returncode == 2
+    (line,) = error_lines(result)
+    assert "training diverged: 3 non-finite steps in a row" in line and "lower train.learning_rate" in line
+    assert f"resume from {out / 'checkpoints' / 'step-00000001'}" in line
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000001"]
+    kept = load_file(str(out / "checkpoints" / "step-00000001" / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in kept.values())
+    # ... and equal to what one step of the same run gives.
+    one = tmp_path / "one"
+    result = cli("pretrain", *tiny(corpus, one, "train.learning_rate=1e6", "train.max_steps=1", "train.save_every=1"))
+    assert result.returncode == 0, result.stderr
+    reference = load_file(str(one / "checkpoints" / "step-00000001" / "model.safetensors"))
+    assert kept.keys() == reference.keys() and all(torch.equal(kept[k], reference[k]) for k in kept)
+    records = strict_json_lines(out / "metrics.jsonl")
+    assert records[-1]["loss"] is None and "loss" in records[-1]["nonfinite"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override", ["train.learning_rate=.inf", "train.max_grad_norm=.nan",
+                                      "model.initializer_range=1e30"])
+def test_other_divergences_end_in_one_line_without_a_checkpoint(corpus, tmp_path, override):
+    out = tmp_path / "diverged"
+    result = cli("pretrain", *tiny(corpus, out, override, "train.save_every=1", "train.max_nonfinite_steps=2"))
+    assert result.returncode == 2
+    (line,) = error_lines(result)
+    assert override.partition("=")[0] in line  # the key to change (a recipe check may already refuse it)
+    assert not list((out / "checkpoints").glob("step-*"))
+    if (out / "metrics.jsonl").exists():
+        strict_json_lines(out / "metrics.jsonl")
 
 
 @pytest.mark.slow

@@ -26,7 +26,10 @@ def test_albert_base_has_the_paper_settings():
     assert r.train.batch_size == 4096
 
 
-def test_overrides_are_typed_and_applied():
+def test_overrides_are_typed_and_applied(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the data files a recipe names must exist
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text("Some text.\n")
     r = load_recipe("albert-tiny", ["train.max_steps=7", "train.learning_rate=3e-4", "output.dir=x/y",
                                     "model.num_hidden_layers=2", "data.source=[a.txt, b.txt]"])
     assert r.train.max_steps == 7

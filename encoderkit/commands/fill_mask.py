@@ -31,11 +31,12 @@ MASK = "[MASK]"
 
 def load_masked_lm(model_dir: Path, device="cpu", dtype=torch.float32):
     from encoderkit.data.tokenizer import Tokenizer
-    from encoderkit.models.load import load_model
+    from encoderkit.models.load import load_model, vocab_size
 
     with announce_if_slow(f"loading {model_dir} ..."):
-        model = load_model(model_dir, "masked_lm").eval().to(device=device, dtype=dtype)
-        return model, Tokenizer.load(model_dir)
+        model = load_model(model_dir, "masked_lm", require_head=True).eval()
+        tokenizer = Tokenizer.load(model_dir, vocab_size(model))
+        return model.to(device=device, dtype=dtype), tokenizer
 
 
 def mask_windows(length: int, positions: list[int], width: int) -> list[tuple[int, int, list[int]]]:

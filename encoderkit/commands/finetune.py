@@ -143,15 +143,19 @@ def finetune_glue(recipe: FinetuneRecipe, task: str, model_dir: Path, data_dir: 
     """Fine-tune `model_dir` on one GLUE task or all of them (task="all"), `seeds` times each; returns
     what results.json holds and prints the comparison table."""
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
     console = console or Console(stderr=True)
-    processes = PartialState()
+    # PartialState, unlike the Accelerator the loop builds, ignores ACCELERATE_USE_CPU (runtime.use_cpu_processes):
+    # created first without it, it would fix every process to a world of one.
+    processes = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     is_main = processes.is_main_process
     tasks = list(TASKS.values()) if task == ALL_TASKS else [get_task(task)]
-    read_model_config(model_dir)
-    tokenizer = Tokenizer.load(model_dir)
+    tokenizer = Tokenizer.load(model_dir, read_model_config(model_dir).get("vocab_size"))
     out = Path(recipe.output.dir)
     results_file = out / RESULTS_FILE
+    if out.exists() and not out.is_dir():
+        raise FinetuneError(f"output.dir: '{out}' is a file; choose a directory")
     if not resume and out.is_dir() and any(out.iterdir()):
         raise FinetuneError(f"output.dir: '{out}' is not empty; pass --resume to continue the run in it "
                             "or choose another output.dir")

@@ -96,11 +96,11 @@ def load_for_predict(model_dir: Path, device: torch.device, dtype: torch.dtype):
         if device.type != "cpu" or dtype != torch.float32:
             raise InferenceOptionError("--device/--dtype: the integer-only model runs on the CPU in integers; "
                                        "leave --device cpu and --dtype fp32")
-        model = load_model(model_dir, head)
+        model = load_model(model_dir, head, require_head=True)
         _prepare_integer_kernels(model)
         return model, head
     with announce_if_slow(f"loading {model_dir} ..."):
-        return load_model(model_dir, head).eval().to(device=device, dtype=dtype), head
+        return load_model(model_dir, head, require_head=True).eval().to(device=device, dtype=dtype), head
 
 
 def _prepare_integer_kernels(model) -> None:
@@ -118,12 +118,12 @@ def run(model_dir: Path, stream: BinaryIO, fmt: str, task: str | None = None, ma
         device: str = "cpu", dtype: str = "fp32") -> int:
     """Answer each line of the binary `stream`; returns the number of lines that failed."""
     from encoderkit.data.tokenizer import Tokenizer
-    from encoderkit.models.load import max_tokens
+    from encoderkit.models.load import max_tokens, vocab_size
 
     check_options(fmt, batch_size)
     glue_task = get_task(task) if task else None
     model, head = load_for_predict(model_dir, *resolve_device(device, dtype))
-    tokenizer = Tokenizer.load(model_dir)
+    tokenizer = Tokenizer.load(model_dir, vocab_size(model))
     if glue_task is not None:
         with torch.inference_mode():  # the head's width, which the integer-only model does not record
             ids = torch.tensor([[tokenizer.cls_id, tokenizer.sep_id]], device=_device(model))

@@ -9,16 +9,92 @@ from pathlib import Path
 
 from rich.console import Console
 
-from encoderkit.data.tokenizer import MODEL_FILE, Tokenizer, TokenizerError, train_on_corpus
+from encoderkit.data.tokenizer import Tokenizer, TokenizerError, train_on_corpus
 from encoderkit.objectives import PRETRAINING
-from encoderkit.recipes import PretrainRecipe, RecipeError, dump_yaml
+from encoderkit.recipes import PretrainRecipe, RecipeError, dump_yaml, load_recipe, to_dict
+from encoderkit.train.run_dir import CHECKPOINTS, METRICS_FILE, complete_checkpoint, latest_checkpoint, writing
+
+# What a resume may change; every other key stays as the run's recipe.yaml records it.
+RESUMABLE_KEYS = ("train.max_steps", "train.learning_rate", "train.max_grad_norm", "train.log_every",
+                  "train.save_every", "train.keep_last", "train.max_nonfinite_steps", "output.dir")
+RECIPE_FILE = "recipe.yaml"
 
 
-def prepare_tokenizer(recipe: PretrainRecipe, run_dir: Path, console: Console) -> Tokenizer:
-    """The recipe's tokenizer, the run's own (on resume), or a new one trained on the corpus and saved."""
+def resume_recipe(name_or_path: str, overrides: list[str]) -> PretrainRecipe:
+    """The recipe of the run in output.dir (its recorded recipe.yaml) with the overrides given now; a key
+    that cannot change mid-run is refused. output.dir comes from the overrides or the named recipe."""
+    run_dir = Path(load_recipe(name_or_path, overrides).output.dir)
+    recorded = run_dir / RECIPE_FILE
+    if not recorded.is_file():
+        raise RecipeError(f"output.dir: nothing to resume in '{run_dir}' (no {RECIPE_FILE} of a run there)")
+    before = _flat(to_dict(load_recipe(str(recorded))))
+    recipe = load_recipe(str(recorded), overrides)
+    recipe.output.dir = str(run_dir)
+    after = _flat(to_dict(recipe))
+    for key in sorted(set(before) | set(after)):
+        if key not in RESUMABLE_KEYS and before.get(key) != after.get(key):
+            raise RecipeError(f"{key}: the run in '{run_dir}' has {before.get(key)!r}, which cannot change on "
+                              f"resume (these can: {', '.join(RESUMABLE_KEYS)}); start a new run in another "
+                              "output.dir to change it")
+    return recipe
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_output_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse, before anything is written, an output.dir this run must not use."""
+    if resume and overwrite:
+        raise RecipeError("--resume and --overwrite: give one (continue the run, or start it again)")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RecipeError(f"output.dir: '{run_dir}' is a file; choose a directory")
+    has_checkpoints = latest_checkpoint(run_dir, missing_ok=True) is not None
+    if resume:
+        if not has_checkpoints:
+            raise RecipeError(f"output.dir: nothing to resume in '{run_dir}' (no {CHECKPOINTS}/step-*)")
+        if complete_checkpoint(run_dir) is None:
+            raise RecipeError(f"output.dir: no complete checkpoint in '{run_dir / CHECKPOINTS}' (each lacks its "
+                              "manifest or a file of the size it lists); start a new run in another output.dir")
+        return
+    if overwrite or not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return
+    if has_checkpoints:
+        raise RecipeError(f"output.dir: '{run_dir}' already holds checkpoints; pass --resume to continue it, "
+                          "--overwrite to start it again, or choose another output.dir")
+    if (run_dir / RECIPE_FILE).is_file():
+        raise RecipeError(f"output.dir: '{run_dir}' holds a run that stopped before its first checkpoint; pass "
+                          "--overwrite to start it again, or choose another output.dir")
+    raise RecipeError(f"output.dir: '{run_dir}' is not empty and holds no encoderkit run; choose a new or empty "
+                      "directory, or pass --overwrite to write the run into it")
+
+
+def clear_run(run_dir: Path) -> None:
+    """--overwrite: the earlier run's checkpoints and metrics go (its other files are written over)."""
+    import shutil
+
+    checkpoints = run_dir / CHECKPOINTS
+    with writing(run_dir):
+        if checkpoints.is_dir():
+            trash = run_dir / f".deleted-{CHECKPOINTS}"  # renamed first: never a half-deleted step-* to resume
+            shutil.rmtree(trash, ignore_errors=True)
+            checkpoints.rename(trash)
+            shutil.rmtree(trash)
+        (run_dir / METRICS_FILE).unlink(missing_ok=True)
+
+
+def prepare_tokenizer(recipe: PretrainRecipe, run_dir: Path, console: Console, from_run_dir: bool) -> Tokenizer:
+    """The recipe's tokenizer, the run's own (`from_run_dir`: on resume, or a process that waited for the main
+    one to train it), or a new one trained on the corpus and saved (an earlier file there is not reused)."""
     if recipe.tokenizer.path:
         return Tokenizer.load(recipe.tokenizer.path)
-    if (run_dir / MODEL_FILE).is_file():
+    if from_run_dir:
         return Tokenizer.load(run_dir)
     settings = recipe.tokenizer
     console.log(f"training a {settings.model_type} tokenizer ({settings.vocab_size} pieces) "
@@ -28,7 +104,8 @@ def prepare_tokenizer(recipe: PretrainRecipe, run_dir: Path, console: Console) -
                                     settings.sample_documents)
     except TokenizerError as err:
         raise RecipeError(f"tokenizer.vocab_size: {err}") from None
-    tokenizer.save(run_dir)
+    with writing(run_dir):
+        tokenizer.save(run_dir)
     return tokenizer
 
 
@@ -64,34 +141,30 @@ def dry_run(recipe: PretrainRecipe, console: Console) -> None:
     console.print(table)
 
 
-def pretrain(recipe: PretrainRecipe, resume: bool = False, console: Console | None = None) -> Path:
+def pretrain(recipe: PretrainRecipe, resume: bool = False, overwrite: bool = False,
+             console: Console | None = None) -> Path:
     import torch
-    from accelerate import Accelerator
 
     from encoderkit.data.corpus import CorpusError
     from encoderkit.data.stream import PretrainBatches
     from encoderkit.models.hf_format import save_pretrained
-    from encoderkit.train.loop import train
-    from encoderkit.train.run_dir import latest_checkpoint, write_run_record
+    from encoderkit.train.loop import make_accelerator, train
+    from encoderkit.train.run_dir import write_run_record
 
     console = console or Console(stderr=True)
     spec = PRETRAINING[recipe.objective]
     run_dir = Path(recipe.output.dir)
-    has_checkpoints = latest_checkpoint(run_dir, missing_ok=True) is not None
-    if resume and not has_checkpoints:
-        raise RecipeError(f"output.dir: nothing to resume in '{run_dir}' (no checkpoints/step-*)")
-    if not resume and has_checkpoints:
-        raise RecipeError(
-            f"output.dir: '{run_dir}' already holds checkpoints; pass --resume to continue it "
-            "or choose another output.dir"
-        )
-    accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision)
+    check_output_dir(run_dir, resume, overwrite)
+    accelerator = make_accelerator(recipe.train.mixed_precision)
+    accelerator.wait_for_everyone()  # every process has checked output.dir before the main one writes there
+    if overwrite and accelerator.is_main_process:
+        clear_run(run_dir)
     micro_batch = recipe.train.batch_size // recipe.train.gradient_accumulation_steps
     data = recipe.data
     try:
         # One process trains the tokenizer; the others then load it from the run dir.
         with accelerator.main_process_first():
-            tokenizer = prepare_tokenizer(recipe, run_dir, console)
+            tokenizer = prepare_tokenizer(recipe, run_dir, console, resume or not accelerator.is_main_process)
         batches = PretrainBatches(
             data.source, tokenizer, batch_size=micro_batch, max_seq_length=data.max_seq_length,
             seed=recipe.train.seed, short_seq_prob=data.short_seq_prob, masked_lm_prob=data.masked_lm_prob,
@@ -111,9 +184,10 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False, console: Console | No
     if not accelerator.is_main_process:
         return run_dir
 
-    save_pretrained(result.model, run_dir)
-    for model_dir in spec.model_dirs:
-        tokenizer.save(run_dir / model_dir)
+    with writing(run_dir):
+        save_pretrained(result.model, run_dir)
+        for model_dir in spec.model_dirs:
+            tokenizer.save(run_dir / model_dir)
     shown = [key for key, _ in (("loss", ""), *objective.shown_metrics)]
     summary = ", ".join(f"{k} {result.last_metrics[k]:.3f}" for k in shown if k in result.last_metrics)
     console.log(f"saved the model to {run_dir} after {result.step} steps ({summary})")

@@ -71,10 +71,11 @@ def read_classifier_config(model_dir: Path, task: GlueTask) -> dict:
     if model_type not in (*FLOAT_FAMILIES, "ibert"):
         raise QuantizeError(f"--model: model_type {model_type!r} cannot be quantized: I-BERT's integer-only encoder "
                             f"takes BERT's post-LN layers ({', '.join(FLOAT_FAMILIES)}, ibert)")
-    if not any(name.endswith("ForSequenceClassification") for name in config.get("architectures", [])):
+    if not isinstance(config.get("architectures"), list) or not any(
+            str(name).endswith("ForSequenceClassification") for name in config["architectures"]):
         raise QuantizeError(f"--model: {model_dir} holds no fine-tuned classifier (architectures: "
                             f"{config.get('architectures')}); fine-tune it first with `encoderkit finetune glue`")
-    num_labels = len(config["id2label"]) if "id2label" in config else config.get("num_labels", 2)
+    num_labels = len(config["id2label"]) if isinstance(config.get("id2label"), dict) else config.get("num_labels", 2)
     if num_labels != task.num_labels:
         raise QuantizeError(f"--model: the classifier has {num_labels} outputs, task {task.name} needs "
                             f"{task.num_labels}; was it fine-tuned on another task?")
@@ -82,15 +83,17 @@ def read_classifier_config(model_dir: Path, task: GlueTask) -> dict:
 
 
 def load_float_classifier(model_dir: Path, model_type: str):
-    from encoderkit.models import hf_format
+    """The fine-tuned classifier in float; every family but RoBERTa through the one loader, which checks the dir
+    (config.json, the weights' names, shapes and values, the classifier head) before anything else runs."""
     from encoderkit.models.ibert import convert
+    from encoderkit.models.load import load_model
 
-    try:
-        if model_type == "ibert":
-            return hf_format.load_pretrained(model_dir, CLASSIFIER, quant_mode=False)
-        if model_type == "roberta":  # RoBERTa is I-BERT in float
-            return convert.from_float(model_dir, CLASSIFIER, quant_mode=False)[0]
-        return hf_format.load_pretrained(model_dir, CLASSIFIER)
+    if model_type == "ibert":
+        return load_model(model_dir, CLASSIFIER, require_head=True, quant_mode=False)
+    if model_type != "roberta":
+        return load_model(model_dir, CLASSIFIER, require_head=True)
+    try:  # RoBERTa is I-BERT in float
+        return convert.from_float(model_dir, CLASSIFIER, quant_mode=False)[0]
     except ValueError as err:
         raise QuantizeError(f"--model: {err}") from None
 
@@ -154,13 +157,13 @@ def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_
     config = read_classifier_config(model_dir, task)
     model_type = config["model_type"]
     architecture = next(name for name in config["architectures"] if name.endswith("ForSequenceClassification"))
-    tokenizer = Tokenizer.load(model_dir)
     out = Path(recipe.output.dir)
     if out.is_dir() and any(out.iterdir()):
         raise QuantizeError(f"output.dir: '{out}' is not empty; choose another output.dir")
     # Everything that can fail on input fails here, before anything is written or trained.
-    qat_model, fresh = build_qat_model(model_dir, model_type)
     float_model = load_float_classifier(model_dir, model_type).to(PartialState().device).eval()
+    tokenizer = Tokenizer.load(model_dir, config.get("vocab_size"))
+    qat_model, fresh = build_qat_model(model_dir, model_type)
     data = load_task(task.name, data_dir, splits=["train", *task.dev_splits])
     train_set = encode_examples(data["train"], tokenizer, settings.max_seq_length)
     dev = {split: encode_examples(data[split], tokenizer, settings.max_seq_length) for split in task.dev_splits}

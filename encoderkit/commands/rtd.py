@@ -68,12 +68,13 @@ def run(model_dir: Path, stream: BinaryIO, fmt: str, out: TextIO = sys.stdout, e
         batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu", dtype: str = "fp32") -> int:
     """Answer each line of the binary `stream`; returns the number of lines that failed."""
     from encoderkit.data.tokenizer import Tokenizer
-    from encoderkit.models.load import load_model
+    from encoderkit.models.load import load_model, vocab_size
 
     check_options(fmt, batch_size)
     device, dtype = resolve_device(device, dtype)
     with announce_if_slow(f"loading {model_dir} ..."):
-        model = load_model(model_dir, "discriminator").eval().to(device=device, dtype=dtype)
-        tokenizer = Tokenizer.load(model_dir)
+        model = load_model(model_dir, "discriminator", require_head=True).eval()
+        tokenizer = Tokenizer.load(model_dir, vocab_size(model))
+        model = model.to(device=device, dtype=dtype)
     scorer = ReplacedTokenScorer(model, tokenizer)
     return answer_stream(stream, LineTask(scorer.prepare, scorer.run, _render), fmt, out, err, batch_size)

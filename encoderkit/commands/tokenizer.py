@@ -10,6 +10,8 @@ from encoderkit.recipes import PretrainRecipe, RecipeError
 
 def train_tokenizer(recipe: PretrainRecipe, out: Path) -> Tokenizer:
     """Train on recipe.data.source with the recipe's tokenizer section; write out/spiece.model."""
+    if out.exists() and not out.is_dir():
+        raise RecipeError(f"--out: '{out}' is a file; give a directory")
     if (out / MODEL_FILE).exists():
         raise RecipeError(f"--out: '{out / MODEL_FILE}' already exists; choose another directory")
     settings = recipe.tokenizer

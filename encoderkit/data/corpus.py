@@ -41,17 +41,28 @@ def load_corpus(source: SourceLike, split: str = "train") -> datasets.IterableDa
     `source` is "default" (the embedded corpus), a hub dataset name ("owner/name" or "owner/name:config"),
     or local .txt/.jsonl/.json/.parquet files: a path, a glob, or a list of them.
     """
+    if isinstance(source, str | os.PathLike) and str(source) == "default":
+        return _load_files("text", [str(default_corpus_path())])
+    files = local_files(source)
+    if files is None:
+        return _load_hub(str(source), split)
+    return _load_files(FILE_BUILDERS[Path(files[0]).suffix.lower()], files)
+
+
+def local_files(source: SourceLike) -> list[str] | None:
+    """The files a local `source` names (a path, a glob, or a list of them), each checked to exist and all of one
+    type; None for "default" and hub names. A recipe is checked with it before anything runs."""
     if isinstance(source, str | os.PathLike):
-        if str(source) == "default":
-            return _load_files("text", [str(default_corpus_path())])
-        if not _is_local(str(source)):
-            return _load_hub(str(source), split)
+        if str(source) == "default" or not _is_local(str(source)):
+            return None
         source = [source]
     files = _expand_files([str(path) for path in source])
+    if not files:
+        raise CorpusError("an empty list of files; give 'default', a hub dataset name, or files")
     builders = {FILE_BUILDERS[Path(file).suffix.lower()] for file in files}
     if len(builders) > 1:
         raise CorpusError(f"mixed file types in one corpus ({', '.join(sorted(builders))}): {files}")
-    return _load_files(builders.pop(), files)
+    return files
 
 
 def iter_documents(source: SourceLike, split: str = "train") -> Iterator[list[str]]:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import sentencepiece as spm
 
 from encoderkit.errors import UserError
+from encoderkit.files import atomic_write, write_json, write_text
 
 if TYPE_CHECKING:
     import tokenizers
@@ -122,14 +123,20 @@ class Tokenizer(ABC):
     # loading, training, saving
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Tokenizer:
+    def load(cls, path: str | os.PathLike, vocab_size: int | None = None) -> Tokenizer:
         """The tokenizer in a directory (or the file itself): spiece.model, else tokenizer.json, else vocab.txt.
 
-        `tokenizer_config.json` beside it, if there, gives the options (lowercasing, accents).
+        `tokenizer_config.json` beside it, if there, gives the options (lowercasing, accents). `vocab_size`, where
+        given (the model's), must be the tokenizer's: a SentencePiece file cut at a record boundary still loads,
+        as a smaller vocabulary, and a larger one would give ids the model has no embedding for.
         """
         file = cls._locate(path)
         is_wordpiece = file.suffix in (".json", ".txt")  # tokenizer.json, vocab.txt
-        return (WordPieceTokenizer if is_wordpiece else SentencePieceTokenizer).load(file)
+        tokenizer = (WordPieceTokenizer if is_wordpiece else SentencePieceTokenizer).load(file)
+        if vocab_size is not None and tokenizer.vocab_size != vocab_size:
+            raise TokenizerError(f"{file}: {tokenizer.vocab_size} pieces, but the model's vocab_size is {vocab_size}: "
+                                 "the file is damaged or belongs to another model; copy the model's own tokenizer")
+        return tokenizer
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, **options) -> Tokenizer:
@@ -290,9 +297,13 @@ class SentencePieceTokenizer(Tokenizer):
         """Load `spiece.model` (and `tokenizer_config.json` if there) from a directory, or a .model file."""
         model_file = cls._locate(path)
         config = read_config(model_file.parent)
+        model_proto = model_file.read_bytes()
+        if not model_proto:  # sentencepiece parses it as a model without pieces
+            raise TokenizerError(f"{model_file}: an empty file, not a SentencePiece model; copy the model's own "
+                                 "spiece.model")
         try:
             return cls(
-                model_file.read_bytes(),
+                model_proto,
                 do_lower_case=config.get("do_lower_case", True),
                 keep_accents=config.get("keep_accents", False),
             )
@@ -303,7 +314,8 @@ class SentencePieceTokenizer(Tokenizer):
         """Write `spiece.model` and a `tokenizer_config.json` that transformers' AlbertTokenizer reads."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / MODEL_FILE).write_bytes(self.model_proto)
+        # Atomic: a spiece.model cut short at a record boundary still parses, as a smaller vocabulary.
+        atomic_write(directory / MODEL_FILE, lambda tmp: Path(tmp).write_bytes(self.model_proto))
         config = {
             "tokenizer_class": "AlbertTokenizer",
             "do_lower_case": self.do_lower_case,
@@ -325,7 +337,7 @@ class SentencePieceTokenizer(Tokenizer):
                 "__type": "AddedToken",
             },
         }
-        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        write_json(directory / CONFIG_FILE, config)
 
     # ----------------------------------------------------------------------------------------------
     # text <-> ids
@@ -457,8 +469,8 @@ class WordPieceTokenizer(Tokenizer):
         """Write vocab.txt, tokenizer.json and a tokenizer_config.json transformers' BertTokenizer reads."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / VOCAB_FILE).write_text("".join(piece + "\n" for piece in self.pieces), encoding="utf-8")
-        self.backend.save(str(directory / TOKENIZER_JSON))
+        write_text(directory / VOCAB_FILE, "".join(piece + "\n" for piece in self.pieces))
+        atomic_write(directory / TOKENIZER_JSON, self.backend.save)
         pad, unk, cls, sep, mask = self.special_tokens
         config = {
             "tokenizer_class": "BertTokenizer",
@@ -473,7 +485,7 @@ class WordPieceTokenizer(Tokenizer):
         }
         if self.model_max_length is not None:
             config["model_max_length"] = self.model_max_length
-        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        write_json(directory / CONFIG_FILE, config)
 
     # ----------------------------------------------------------------------------------------------
     # text <-> ids

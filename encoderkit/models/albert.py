@@ -13,13 +13,19 @@ Differences from transformers' modeling_albert.py:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
+from encoderkit.fields import value_range
+
 from .layers import (
+    ACTIVATION,
+    PROBABILITY,
+    PROBLEM_TYPE,
+    SIZE,
     Dropout,
     Embeddings,
     HFConfig,
@@ -40,27 +46,29 @@ class AlbertConfig(HFConfig):
     model_type: ClassVar[str] = "albert"
     classifier_dropout_field: ClassVar[str] = "classifier_dropout_prob"  # the dropout before a task head
 
-    vocab_size: int = 30000
-    embedding_size: int = 128
-    hidden_size: int = 4096
-    num_hidden_layers: int = 12
-    num_hidden_groups: int = 1
-    num_attention_heads: int = 64
-    intermediate_size: int = 16384
-    inner_group_num: int = 1
-    hidden_act: str = "gelu_new"
-    hidden_dropout_prob: float = 0.0
-    attention_probs_dropout_prob: float = 0.0
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-12
-    classifier_dropout_prob: float = 0.1
-    pad_token_id: int = 0
-    bos_token_id: int = 2
-    eos_token_id: int = 3
-    num_labels: int = 2  # sequence classification; 1 means regression. Also the SOP head's width, as in HF.
-    problem_type: str | None = None  # "regression", "single_label_classification", "multi_label_classification"
+    vocab_size: int = field(default=30000, metadata=SIZE)
+    embedding_size: int = field(default=128, metadata=SIZE)
+    hidden_size: int = field(default=4096, metadata=value_range(1, multiple_of="num_attention_heads"))
+    num_hidden_layers: int = field(default=12, metadata=SIZE)
+    num_hidden_groups: int = field(default=1, metadata=value_range(1, at_most="num_hidden_layers"))
+    num_attention_heads: int = field(default=64, metadata=SIZE)
+    intermediate_size: int = field(default=16384, metadata=SIZE)
+    inner_group_num: int = field(default=1, metadata=SIZE)
+    hidden_act: str = field(default="gelu_new", metadata=ACTIVATION)
+    hidden_dropout_prob: float = field(default=0.0, metadata=PROBABILITY)
+    attention_probs_dropout_prob: float = field(default=0.0, metadata=PROBABILITY)
+    max_position_embeddings: int = field(default=512, metadata=SIZE)
+    type_vocab_size: int = field(default=2, metadata=SIZE)
+    initializer_range: float = field(default=0.02, metadata=value_range(0))
+    layer_norm_eps: float = field(default=1e-12, metadata=value_range(0, lo_open=True))
+    classifier_dropout_prob: float = field(default=0.1, metadata=PROBABILITY)
+    pad_token_id: int = field(default=0, metadata=value_range(0, below="vocab_size"))
+    bos_token_id: int | None = field(default=2, metadata=value_range(0))
+    eos_token_id: int | None = field(default=3, metadata=value_range(0))
+    # sequence classification; 1 means regression. Also the SOP head's width, as in HF.
+    num_labels: int = field(default=2, metadata=SIZE)
+    # "regression", "single_label_classification", "multi_label_classification"
+    problem_type: str | None = field(default=None, metadata=PROBLEM_TYPE)
 
 
 class AlbertModel(nn.Module):

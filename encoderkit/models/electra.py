@@ -15,13 +15,19 @@ Differences from transformers' modeling_electra.py / modeling_bert.py:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 from torch import nn
 
+from encoderkit.fields import value_range
+
 from .layers import (
+    ACTIVATION,
+    PROBABILITY,
+    PROBLEM_TYPE,
+    SIZE,
     Dropout,
     Embeddings,
     HFConfig,
@@ -43,23 +49,24 @@ class ElectraConfig(HFConfig):
     model_type: ClassVar[str] = "electra"
     classifier_dropout_field: ClassVar[str] = "classifier_dropout"  # the dropout before a task head
 
-    vocab_size: int = 30522
-    embedding_size: int = 128
-    hidden_size: int = 256
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 4
-    intermediate_size: int = 1024
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-12
-    pad_token_id: int = 0
-    classifier_dropout: float | None = None  # None: hidden_dropout_prob
-    num_labels: int = 2  # sequence classification; 1 means regression
-    problem_type: str | None = None  # "regression", "single_label_classification", "multi_label_classification"
+    vocab_size: int = field(default=30522, metadata=SIZE)
+    embedding_size: int = field(default=128, metadata=SIZE)
+    hidden_size: int = field(default=256, metadata=value_range(1, multiple_of="num_attention_heads"))
+    num_hidden_layers: int = field(default=12, metadata=SIZE)
+    num_attention_heads: int = field(default=4, metadata=SIZE)
+    intermediate_size: int = field(default=1024, metadata=SIZE)
+    hidden_act: str = field(default="gelu", metadata=ACTIVATION)
+    hidden_dropout_prob: float = field(default=0.1, metadata=PROBABILITY)
+    attention_probs_dropout_prob: float = field(default=0.1, metadata=PROBABILITY)
+    max_position_embeddings: int = field(default=512, metadata=SIZE)
+    type_vocab_size: int = field(default=2, metadata=SIZE)
+    initializer_range: float = field(default=0.02, metadata=value_range(0))
+    layer_norm_eps: float = field(default=1e-12, metadata=value_range(0, lo_open=True))
+    pad_token_id: int = field(default=0, metadata=value_range(0, below="vocab_size"))
+    classifier_dropout: float | None = field(default=None, metadata=PROBABILITY)  # None: hidden_dropout_prob
+    num_labels: int = field(default=2, metadata=SIZE)  # sequence classification; 1 means regression
+    # "regression", "single_label_classification", "multi_label_classification"
+    problem_type: str | None = field(default=None, metadata=PROBLEM_TYPE)
 
 
 @dataclass
@@ -69,22 +76,22 @@ class BertConfig(HFConfig):
     model_type: ClassVar[str] = "bert"
     classifier_dropout_field: ClassVar[str] = "classifier_dropout"
 
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-12
-    pad_token_id: int = 0
-    classifier_dropout: float | None = None  # None: hidden_dropout_prob
-    num_labels: int = 2
-    problem_type: str | None = None
+    vocab_size: int = field(default=30522, metadata=SIZE)
+    hidden_size: int = field(default=768, metadata=value_range(1, multiple_of="num_attention_heads"))
+    num_hidden_layers: int = field(default=12, metadata=SIZE)
+    num_attention_heads: int = field(default=12, metadata=SIZE)
+    intermediate_size: int = field(default=3072, metadata=SIZE)
+    hidden_act: str = field(default="gelu", metadata=ACTIVATION)
+    hidden_dropout_prob: float = field(default=0.1, metadata=PROBABILITY)
+    attention_probs_dropout_prob: float = field(default=0.1, metadata=PROBABILITY)
+    max_position_embeddings: int = field(default=512, metadata=SIZE)
+    type_vocab_size: int = field(default=2, metadata=SIZE)
+    initializer_range: float = field(default=0.02, metadata=value_range(0))
+    layer_norm_eps: float = field(default=1e-12, metadata=value_range(0, lo_open=True))
+    pad_token_id: int = field(default=0, metadata=value_range(0, below="vocab_size"))
+    classifier_dropout: float | None = field(default=None, metadata=PROBABILITY)  # None: hidden_dropout_prob
+    num_labels: int = field(default=2, metadata=SIZE)
+    problem_type: str | None = field(default=None, metadata=PROBLEM_TYPE)
 
     @property
     def embedding_size(self) -> int:  # BERT's embeddings are as wide as its layers

@@ -20,6 +20,7 @@ import os
 import re
 from pathlib import Path
 
+import safetensors
 import safetensors.torch
 import torch
 from torch import nn
@@ -246,18 +247,58 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> None:
 
 
 def read_config(directory: str | os.PathLike) -> dict:
+    """config.json of a model dir, checked to be a JSON object (ValueError naming the file otherwise)."""
     path = Path(directory) / "config.json"
     if not path.is_file():
         raise ValueError(f"{directory}: no config.json (not a Hugging Face model directory)")
-    return json.loads(path.read_text())
+    try:
+        config = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); restore the file the model was saved with") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object of config fields, got {type(config).__name__}")
+    return config
 
 
-def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The tensors of a model.safetensors file, by HF name."""
+def _damaged(path: Path, err: Exception) -> ValueError:
+    return ValueError(f"{path}: not a complete safetensors file ({err}); the file is damaged or truncated: "
+                      "copy or save the model again")
+
+
+def read_header(path: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], str]]:
+    """The name -> (shape, dtype kind) of every tensor of a safetensors file, from its header: no tensor is read.
+    Kinds are "float", "int" and "bool"."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file (only model.safetensors is read, never pickled .bin files)")
-    return safetensors.torch.load_file(path)
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as file:
+            slices = {name: file.get_slice(name) for name in file.keys()}  # noqa: SIM118 (no iteration)
+            return {name: (tuple(s.get_shape()), _kind(s.get_dtype())) for name, s in slices.items()}
+    except safetensors.SafetensorError as err:
+        raise _damaged(path, err) from None
+
+
+def _kind(dtype: torch.dtype | str) -> str:
+    """"float", "int" or "bool": a tensor may be loaded into a parameter of another dtype of the same kind."""
+    if isinstance(dtype, torch.dtype):
+        return "float" if dtype.is_floating_point else "bool" if dtype == torch.bool else "int"
+    return "float" if dtype.startswith(("F", "BF")) else "bool" if dtype == "BOOL" else "int"  # F32, BF16, I64
+
+
+def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a model.safetensors file, by HF name; ValueError for a damaged file or a non-finite weight
+    (a model with NaN or inf weights answers NaN, and training from it goes nowhere)."""
+    read_header(path)  # a missing, truncated or garbage file is named before anything is read
+    try:
+        tensors = safetensors.torch.load_file(path)
+    except safetensors.SafetensorError as err:
+        raise _damaged(Path(path), err) from None
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"{path}: tensor {name} holds NaN or infinite values; the model is broken (a diverged "
+                             "run?): use an earlier checkpoint")
+    return tensors
 
 
 def load_pretrained(directory: str | os.PathLike, head: str = "base", **config_overrides) -> nn.Module:
@@ -266,6 +307,18 @@ def load_pretrained(directory: str | os.PathLike, head: str = "base", **config_o
     config_overrides replace config fields (e.g. num_labels=3 for a new classifier; for I-BERT quant_mode=True
     to start quantization-aware training from a float checkpoint). Head tensors the file lacks are left freshly
     initialised and logged as a warning. The model comes back in eval mode, as transformers' does.
+    """
+    model, fresh = read_pretrained(directory, head, **config_overrides)
+    if fresh:
+        logger.warning("%s: newly initialised (not in %s): %s", type(model).__name__, directory, ", ".join(fresh))
+    return model
+
+
+def read_pretrained(directory: str | os.PathLike, head: str = "base", **config_overrides) -> tuple[nn.Module, list]:
+    """load_pretrained, returning also the HF names of the head tensors the file lacks (left freshly initialised).
+
+    Everything is checked before a tensor is read: config.json against the family's config (fields.FieldError
+    names the field), then the names, shapes and dtypes in model.safetensors' header against the model.
     """
     directory = Path(directory)
     hf_config = read_config(directory)
@@ -276,14 +329,20 @@ def load_pretrained(directory: str | os.PathLike, head: str = "base", **config_o
     config_class, heads = FAMILIES[model_type]
     if head not in heads:
         raise ValueError(f"unknown head {head!r} for {model_type}; valid: {', '.join(heads)}")
-    config = config_class.from_hf_dict(hf_config)
+    try:
+        config = config_class.from_hf_dict(hf_config)
+    except ValueError as err:  # FieldError: a field of the wrong type or out of range
+        raise ValueError(f"{directory / 'config.json'}: {err}; correct it (or save the model again)") from None
     try:
         config = dataclasses.replace(config, **config_overrides)
     except TypeError as e:
         raise ValueError(f"config override: {e}") from None
+    path = directory / "model.safetensors"
+    with torch.device("meta"):  # the model's names and shapes, without allocating or initialising it
+        check_tensors(heads[head](config), read_header(path), path)
     model = heads[head](config)
-    load_weights(model, directory / "model.safetensors")
-    return model.eval()
+    fresh = load_weights(model, path)
+    return model.eval(), fresh
 
 
 def load_weights(model: nn.Module, path: Path) -> list[str]:
@@ -294,33 +353,48 @@ def load_weights(model: nn.Module, path: Path) -> list[str]:
     return load_state(model, read_tensors(path), path)
 
 
-def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: str | os.PathLike) -> list[str]:
-    """load_weights of tensors by HF name that `source` (a file, for messages) holds."""
+def check_tensors(model: nn.Module, available: dict[str, tuple[tuple[int, ...], str]],
+                  source: str | os.PathLike) -> list[str]:
+    """Check that tensors by HF name -> (shape, dtype kind) fit `model`: every encoder tensor there, each with the
+    model's shape and kind. Returns the HF names of the head tensors missing (see load_state)."""
     prefix = f"{model.config.model_type}."
     # Compare names without the base-model prefix, so base and head checkpoints load either way.
-    tensors = {k.removeprefix(prefix): v for k, v in tensors.items()}
+    available = {k.removeprefix(prefix): v for k, v in available.items()}
     names = {ours: hf.removeprefix(prefix) for ours, hf in hf_names(model).items()}
     state = model.state_dict()
-    missing = [ours for ours, hf in names.items() if hf not in tensors]
+    missing = [ours for ours, hf in names.items() if hf not in available]
     broken = [ours for ours in missing if _part(ours) != "heads"]
     if broken:
         raise ValueError(f"{source}: no tensor for {', '.join(prefix + names[o] for o in broken[:5])}"
                          f"{' ...' if len(broken) > 5 else ''} (is this a {type(model).__name__} checkpoint?)")
+    for ours, hf in names.items():
+        if hf not in available:
+            continue
+        shape, kind = available[hf]
+        if shape != tuple(state[ours].shape):
+            raise ValueError(f"{source}: tensor {hf} has shape {shape}, the model expects "
+                             f"{tuple(state[ours].shape)} (check config.json)")
+        if kind != _kind(state[ours].dtype):
+            raise ValueError(f"{source}: tensor {hf} holds {kind} values, the model expects "
+                             f"{_kind(state[ours].dtype)} ones")
+    return [names[o] for o in missing]
+
+
+def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: str | os.PathLike) -> list[str]:
+    """load_weights of tensors by HF name that `source` (a file, for messages) holds."""
+    missing = check_tensors(model, {k: (tuple(v.shape), _kind(v.dtype)) for k, v in tensors.items()}, source)
+    prefix = f"{model.config.model_type}."
+    tensors = {k.removeprefix(prefix): v for k, v in tensors.items()}
+    names = {ours: hf.removeprefix(prefix) for ours, hf in hf_names(model).items()}
+    state = model.state_dict()
     with torch.no_grad():
         for ours, hf in names.items():
-            if hf not in tensors:
-                continue
-            if tensors[hf].shape != state[ours].shape:
-                raise ValueError(f"{source}: tensor {hf} has shape {tuple(tensors[hf].shape)}, "
-                                 f"the model expects {tuple(state[ours].shape)} (check config.json)")
-            state[ours].copy_(tensors[hf])
-    if missing:
-        logger.warning("%s: newly initialised (not in %s): %s", type(model).__name__, source,
-                       ", ".join(names[o] for o in missing))
+            if hf in tensors:
+                state[ours].copy_(tensors[hf])
     unused = set(tensors) - set(names.values()) - TIED_NAMES
     if unused:
         logger.info("%s: unused tensors in %s: %s", type(model).__name__, source, ", ".join(sorted(unused)))
-    return [names[o] for o in missing]
+    return missing
 
 
 def load_generator_discriminator(directory: str | os.PathLike) -> ElectraGeneratorDiscriminator:

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from encoderkit import fields
+
 # gelu is the exact erf form (BERT, ELECTRA); gelu_new is the tanh approximation of the original BERT
 # and ALBERT code (transformers' NewGELUActivation, same as torch's approximate="tanh").
 ACTIVATIONS = {
@@ -32,21 +34,35 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+# The rules (encoderkit.fields) that the families' config fields share.
+SIZE = fields.value_range(1)
+PROBABILITY = fields.value_range(0, 1, hi_open=True)  # a dropout of 1 would zero everything
+ACTIVATION = fields.one_of(ACTIVATIONS)
+PROBLEM_TYPE = fields.one_of(("regression", "single_label_classification", "multi_label_classification"))
+
+
 class HFConfig:
-    """Mixin for a config dataclass whose fields are the keys of a transformers `config.json`."""
+    """Mixin for a config dataclass whose fields are the keys of a transformers `config.json`.
+
+    Every construction checks the fields' rules (fields.check), so no model is built from sizes it cannot have.
+    """
 
     model_type: ClassVar[str]
 
+    def __post_init__(self):
+        fields.check(self)
+
     @classmethod
     def from_hf_dict(cls, d: dict[str, Any]):
-        """Build from a transformers config dict; keys this config has no field for are ignored."""
+        """Build from a transformers config dict, checking types and rules (fields.FieldError names the key);
+        keys this config has no field for are ignored."""
         if d.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError(f"position_embedding_type {d['position_embedding_type']!r}: only 'absolute' is built")
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
-        if "id2label" in d:  # transformers writes the label count as the id2label table
+        if isinstance(d.get("id2label"), dict):  # transformers writes the label count as the id2label table
             kwargs["num_labels"] = len(d["id2label"])
-        return cls(**kwargs)
+        return fields.build(cls, kwargs)
 
     def to_hf_dict(self) -> dict[str, Any]:
         # The output layer is always tied to the word embeddings here, as in every reference checkpoint.

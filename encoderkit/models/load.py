@@ -6,12 +6,17 @@ ibert) or, in a dir without config.json, on the integer-only I-BERT file that `e
 "sequence_classification" (the family's table says which it has), or "generator_discriminator" for an
 ELECTRA pretraining run dir holding generator/ and discriminator/. Every failure is one ModelDirError
 whose message names the dir or file and what to do.
+
+Nothing runs on a dir before it is checked: config.json against the family's config (types, ranges and
+relations: the fields' rules, the same the recipes are checked with), model.safetensors' header (names,
+shapes, dtypes) against the model, then the weights' values (finite). Inference passes `require_head=True`:
+a dir without the head it needs is refused, naming what the dir holds and the command for it.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,8 +30,13 @@ WEIGHTS_FILE = "model.safetensors"
 PAIR_HEAD = "generator_discriminator"
 INTEGER_HEADS = ("base", "sequence_classification")
 # The command that serves each head, for the message when a dir lacks the one a command needs.
-SERVED_BY = {"masked_lm": "encoderkit fill-mask", "discriminator": "encoderkit rtd",
-             "sequence_classification": "encoderkit predict"}
+SERVED_BY = {"masked_lm": "encoderkit fill-mask", "pretraining": "encoderkit fill-mask",
+             "discriminator": "encoderkit rtd", "sequence_classification": "encoderkit predict"}
+HEAD_WORDS = {"sequence_classification": "classifier", "masked_lm": "masked-LM head",
+              "discriminator": "discriminator head"}
+# What a dir holding (family, head) is, in the words a user knows it by.
+HEAD_DESCRIPTIONS = {("electra", "masked_lm"): "an ELECTRA generator", ("electra", "discriminator"):
+                     "an ELECTRA discriminator", ("albert", "pretraining"): "a pretrained ALBERT (MLM + SOP heads)"}
 
 
 class ModelDirError(UserError):
@@ -36,35 +46,55 @@ class ModelDirError(UserError):
 
 
 def read_model_config(directory: str | os.PathLike) -> dict:
-    """config.json of a model dir, checked to be a JSON object of a family encoderkit builds."""
-    from encoderkit.models.hf_format import FAMILIES
+    """config.json of a model dir, checked to be a JSON object of a family encoderkit builds, with fields of the
+    family's config (types, ranges, relations: fields.check)."""
+    from encoderkit.models.hf_format import FAMILIES, read_config
 
     path = Path(directory) / CONFIG_FILE
+    if not path.is_file() and (Path(directory) / WEIGHTS_FILE).is_file():
+        raise ModelDirError(f"{directory}: no {CONFIG_FILE} beside {WEIGHTS_FILE} (which is not a complete "
+                            "integer-only I-BERT file either): restore config.json, or export the model again")
     if not path.is_file():
         raise ModelDirError(f"'{directory}' is not a model directory (no {CONFIG_FILE}); point it at a run dir "
                             "or a Hugging Face model dir")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelDirError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(config, dict):
-        raise ModelDirError(f"{path}: expected a JSON object of config fields, got {type(config).__name__}")
+        config = read_config(directory)
+    except ValueError as err:
+        raise ModelDirError(str(err)) from None
     if config.get("model_type") not in FAMILIES:
         raise ModelDirError(f"{path}: model_type {config.get('model_type')!r} is not one of: {', '.join(FAMILIES)}")
+    try:
+        FAMILIES[config["model_type"]][0].from_hf_dict(config)
+    except ValueError as err:
+        raise ModelDirError(f"{path}: {err}; correct it (or save the model again)") from None
     return config
 
 
 def is_integer_dir(directory: str | os.PathLike) -> bool:
-    """A dir of `encoderkit quantize`'s integer-only model: its model.safetensors and no config.json."""
-    directory = Path(directory)
-    return not (directory / CONFIG_FILE).is_file() and (directory / WEIGHTS_FILE).is_file()
+    """A dir of `encoderkit quantize`'s integer-only model: no config.json, and a model.safetensors that says it
+    is one (a Hugging Face dir that lost its config.json is not)."""
+    import safetensors
+
+    from encoderkit.models.ibert.integer import FORMAT
+
+    path = Path(directory) / WEIGHTS_FILE
+    if (Path(directory) / CONFIG_FILE).is_file() or not path.is_file():
+        return False
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as file:
+            return FORMAT in (file.metadata() or {})
+    except safetensors.SafetensorError:
+        return False
 
 
 def load_model(directory: str | os.PathLike, head: str = "base", classifier_dropout: float | None = None,
-               **config_overrides) -> nn.Module:
+               require_head: bool = False, **config_overrides) -> nn.Module:
     """The `head` model of the dir's family with the dir's weights (config_overrides replace config fields,
-    e.g. num_labels=3 for a new classifier; head tensors the dir lacks start fresh, with a warning).
+    e.g. num_labels=3 for a new classifier).
 
+    config.json and model.safetensors' header are checked before any tensor is read, and the weights must be
+    finite. Head tensors the dir lacks are an error with `require_head` (inference: a random head would answer
+    nonsense), else they start fresh, which is said once on stderr (fine-tuning a new classifier).
     `classifier_dropout` sets the dropout before a task head in the field the family keeps it in."""
     from encoderkit.models import hf_format
 
@@ -73,7 +103,8 @@ def load_model(directory: str | os.PathLike, head: str = "base", classifier_drop
         return _load_pair(directory)
     if is_integer_dir(directory):
         return _load_integer(directory, head)
-    model_type = read_model_config(directory)["model_type"]
+    config = read_model_config(directory)
+    model_type = config["model_type"]
     heads = hf_format.FAMILIES[model_type][1]
     if head not in heads:
         served = [f"{name} ({SERVED_BY[name]})" if name in SERVED_BY else name for name in heads]
@@ -84,9 +115,32 @@ def load_model(directory: str | os.PathLike, head: str = "base", classifier_drop
             raise ModelDirError(f"{directory}: a {model_type} model has no separate classifier dropout; leave it unset")
         config_overrides[field] = classifier_dropout
     try:
-        return hf_format.load_pretrained(directory, head, **config_overrides)
-    except ValueError as err:  # missing or misshaped tensors, a config field the family refuses
+        model, fresh = hf_format.read_pretrained(directory, head, **config_overrides)
+    except ValueError as err:  # a damaged file, missing or misshaped tensors, non-finite weights
         raise ModelDirError(str(err)) from None
+    if fresh and require_head:
+        raise ModelDirError(_no_head_message(directory, config, head, fresh))
+    if fresh:
+        warnings.warn(f"{directory} has no {head} head ({fresh[0]}, ...): it starts freshly initialised",
+                      stacklevel=2)
+    return model
+
+
+def _no_head_message(directory: Path, config: dict, head: str, fresh: list[str]) -> str:
+    """What the dir holds instead of `head`, and the command that uses it."""
+    from encoderkit.models import hf_format
+
+    heads = hf_format.FAMILIES[config["model_type"]][1]
+    classes = {cls.__name__: name for name, cls in heads.items()}
+    architectures = config.get("architectures") if isinstance(config.get("architectures"), list) else []
+    held = [(name, classes[name]) for name in architectures if isinstance(name, str) and name in classes]
+    message = f"{directory} holds no {HEAD_WORDS.get(head, head + ' head')} (model.safetensors has no {fresh[0]})"
+    if not held:
+        return f"{message}; give a model dir that was saved with one"
+    architecture, held_head = held[0]
+    what = HEAD_DESCRIPTIONS.get((config["model_type"], held_head), f"a {config['model_type']} {held_head} model")
+    use = f": use `{SERVED_BY[held_head]} --model {directory}`" if held_head in SERVED_BY else ""
+    return f"{message}: this is {what} ({architecture}){use}"
 
 
 def _load_pair(directory: Path) -> nn.Module:
@@ -106,10 +160,12 @@ def _load_integer(directory: Path, head: str) -> nn.Module:
     if head not in INTEGER_HEADS:
         raise ModelDirError(f"{directory}: an integer-only I-BERT has no {head} head (it is a classifier or an "
                             "encoder); use it with `encoderkit predict`")
+    path = directory / WEIGHTS_FILE
     try:
-        model = load_integer_model(directory / WEIGHTS_FILE)
-    except ValueError as err:
-        raise ModelDirError(f"{directory}: {err}") from None
+        model = load_integer_model(path)
+    except (ValueError, KeyError, TypeError, RuntimeError) as err:  # a description that does not fit the tensors
+        raise ModelDirError(f"{path}: a damaged integer-only I-BERT file ({type(err).__name__}: {err}); "
+                            "export it again with `encoderkit quantize`") from None
     if head == "sequence_classification" and model.classifier is None:
         raise ModelDirError(f"{directory}: an integer-only encoder without a classifier head")
     return model
@@ -123,6 +179,13 @@ def max_tokens(model: nn.Module) -> int:
     config = model.config
     offset = config.pad_token_id + 1 if config.model_type in ("ibert", "roberta") else 0
     return config.max_position_embeddings - offset
+
+
+def vocab_size(model: nn.Module) -> int:
+    """The number of token ids the model embeds (what its tokenizer must have)."""
+    if hasattr(model, "spec"):  # the integer-only model: its int8 word table
+        return model.embeddings.word_table.shape[0]
+    return model.config.vocab_size
 
 
 def saved_head(directory: str | os.PathLike) -> tuple[str, str | None]:

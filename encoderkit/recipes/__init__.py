@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
-import types
-import typing
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from encoderkit import fields
 from encoderkit.errors import UserError
 from encoderkit.fields import value_range
 from encoderkit.train.config import TrainConfig
@@ -132,9 +132,30 @@ def copy_bundled(name: str, dest: str | Path) -> Path:
     return target
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, except that a key written twice in one mapping is an error at its line (plain
+    YAML keeps the last one, so an edit above a forgotten duplicate would silently do nothing)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # the base class refuses it, with its own message
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}; write each key once",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: Path) -> dict:
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {err.start}); save the recipe as UTF-8") from None
+    except OSError as err:
+        raise RecipeError(f"{path}: cannot be read ({err.strerror})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -160,7 +181,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 child = node[part] = {}
             node = child
         try:
-            node[parts[-1]] = yaml.safe_load(text) if text != "" else None
+            node[parts[-1]] = yaml.load(text, Loader=_UniqueKeyLoader) if text != "" else None
         except yaml.YAMLError:
             node[parts[-1]] = text
     return raw
@@ -172,11 +193,15 @@ def read_recipe(name_or_path: str, overrides: list[str] = ()) -> dict:
 
 
 def load_recipe(name_or_path: str, overrides: list[str] = ()) -> PretrainRecipe:
+    _refuse_computed_model_keys(overrides)
+    return validate(read_recipe(name_or_path, overrides))
+
+
+def _refuse_computed_model_keys(overrides: list[str]) -> None:
     for item in overrides:
         key = item.partition("=")[0]
         if key in COMPUTED_MODEL_KEYS:
             raise RecipeError(f"{key}: not a setting: {COMPUTED_MODEL_KEYS[key]}")
-    return validate(read_recipe(name_or_path, overrides))
 
 
 def validate(raw: dict) -> PretrainRecipe:
@@ -211,17 +236,7 @@ def validate(raw: dict) -> PretrainRecipe:
 
 
 def _check_consistency(recipe: PretrainRecipe) -> None:
-    cfg, train = recipe.model.config, recipe.train
-    if cfg.hidden_size % cfg.num_attention_heads:
-        raise RecipeError(
-            f"model.hidden_size: {cfg.hidden_size} is not divisible by "
-            f"model.num_attention_heads={cfg.num_attention_heads}"
-        )
-    if cfg.num_hidden_layers % getattr(cfg, "num_hidden_groups", 1):
-        raise RecipeError(
-            f"model.num_hidden_groups: {cfg.num_hidden_groups} does not divide "
-            f"model.num_hidden_layers={cfg.num_hidden_layers}"
-        )
+    cfg, train = recipe.model.config, recipe.train  # the model config's own rules ran as it was built
     if recipe.data.max_seq_length > cfg.max_position_embeddings:
         raise RecipeError(
             f"data.max_seq_length: {recipe.data.max_seq_length} exceeds "
@@ -239,100 +254,21 @@ def _check_consistency(recipe: PretrainRecipe) -> None:
         )
     if recipe.tokenizer.path and not Path(recipe.tokenizer.path).exists():
         raise RecipeError(f"tokenizer.path: '{recipe.tokenizer.path}' does not exist")
+    if recipe.data.source != "default":  # local files must exist now, not when the stream reaches them
+        from encoderkit.data.corpus import CorpusError, local_files
+
+        try:
+            local_files(recipe.data.source)
+        except CorpusError as err:
+            raise RecipeError(f"data.source: {err}") from None
 
 
 def _build(cls, raw: Any, prefix: str):
-    """Build dataclass `cls` from a mapping, checking keys, types and ranges."""
-    section = prefix.rstrip(".") or "recipe"
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{section}: expected a mapping of keys, got {type(raw).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise RecipeError(f"{prefix}{unknown[0]}: unknown key; valid keys are: {', '.join(fields)}")
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for name, f in fields.items():
-        key = f"{prefix}{name}"
-        if name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                if dataclasses.is_dataclass(hints[name]):
-                    values[name] = _build(hints[name], {}, key + ".")
-                    continue
-                raise RecipeError(f"{key}: missing (required)")
-            continue
-        values[name] = _coerce(hints[name], raw[name], key)
-        _checkvalue_range(f, values[name], key)
-    return cls(**values)
-
-
-def _coerce(tp, value, key):
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key + ".")
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(option, value, key)
-            except RecipeError as err:
-                errors.append(err)
-        raise errors[0]
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise RecipeError(f"{key}: {value!r} is not one of: {', '.join(map(str, choices))}")
-        return value
-    if origin is dict:
-        key_tp, value_tp = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise RecipeError(f"{key}: expected a mapping, got {value!r}")
-        return {_coerce(key_tp, k, key): _coerce(value_tp, v, f"{key}.{k}") for k, v in value.items()}
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise RecipeError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise RecipeError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise RecipeError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            # YAML reads 1e-4 (no dot) as a string.
-            try:
-                return float(value)
-            except (TypeError, ValueError):
-                raise RecipeError(f"{key}: expected a number, got {value!r}") from None
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise RecipeError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise RecipeError(f"{key}: unsupported type {tp}")
-
-
-def _checkvalue_range(f, value, key):
-    lo, hi, lo_open = f.metadata.get("lo"), f.metadata.get("hi"), f.metadata.get("lo_open")
-    if value is None or (lo is None and hi is None):
-        return
-    if lo is not None and (value < lo or (lo_open and value == lo)):
-        raise RecipeError(f"{key}: {value} is out of range (must be {'>' if lo_open else '>='} {lo})")
-    if hi is not None and value > hi:
-        raise RecipeError(f"{key}: {value} is out of range (must be <= {hi})")
+    """Build dataclass `cls` from a mapping, checking keys, types and ranges (encoderkit.fields' rules)."""
+    try:
+        return fields.build(cls, raw, prefix)
+    except fields.FieldError as err:
+        raise RecipeError(str(err)) from None
 
 
 def to_dict(recipe) -> dict:
@@ -383,7 +319,7 @@ class FinetuneConfig:
     # Tasks whose training pairs are also used with the two texts swapped (only tasks where order does not matter).
     swap_pairs: list[str] = field(default_factory=list)
     # Dropout before the classifier; null keeps the checkpoint's config.
-    classifier_dropout: float | None = field(default=None, metadata=value_range(0, 1))
+    classifier_dropout: float | None = field(default=None, metadata=value_range(0, 1, hi_open=True))
     eval_batch_size: int = field(default=128, metadata=value_range(1))
     # The model of encoderkit.data.glue.PUBLISHED_DEV_SCORES that the final table compares with.
     published: str | None = None
@@ -467,6 +403,8 @@ def load_any_recipe(name_or_path: str, overrides: list[str] = ()) -> PretrainRec
     """A pretraining, fine-tuning or quantization recipe, as its `kind` says (for `recipes show` and `validate`)."""
     raw = read_yaml(resolve_path(name_or_path))  # read once; the kind is the file's, before any override
     validator = {"finetune": validate_finetune, "quantize": validate_quantize}.get(recipe_kind(raw), validate)
+    if validator is validate:  # `recipes validate` refuses what `pretrain` refuses
+        _refuse_computed_model_keys(overrides)
     return validator(apply_overrides(raw, list(overrides)))
 
 

@@ -18,8 +18,8 @@ class TrainConfig:
     optimizer: Literal["adamw", "lamb"] = "adamw"
     learning_rate: float = field(default=1e-4, metadata=value_range(0, lo_open=True))
     weight_decay: float = field(default=0.01, metadata=value_range(0))
-    adam_beta1: float = field(default=0.9, metadata=value_range(0, 1))
-    adam_beta2: float = field(default=0.999, metadata=value_range(0, 1))
+    adam_beta1: float = field(default=0.9, metadata=value_range(0, 1, hi_open=True))
+    adam_beta2: float = field(default=0.999, metadata=value_range(0, 1, hi_open=True))
     adam_epsilon: float = field(default=1e-6, metadata=value_range(0, lo_open=True))
     warmup_steps: int = field(default=0, metadata=value_range(0))
     schedule: Literal["linear", "constant"] = "linear"

@@ -26,14 +26,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import HFConfig, Pooler, init_weights, position_ids, select_masked
+from encoderkit.fields import one_of, value_range
+
+from ..layers import PROBABILITY, PROBLEM_TYPE, SIZE, HFConfig, Pooler, init_weights, position_ids, select_masked
 from .quant import FORCE_DEQUANT, IntGELU, IntLayerNorm, IntSoftmax, QuantAct, QuantEmbedding, QuantLinear
 
 # Bit widths of I-BERT (transformers' IBert* modules hard-code the same).
@@ -49,43 +51,33 @@ class IBertConfig(HFConfig):
 
     model_type: ClassVar[str] = "ibert"
 
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"  # or ALBERT's gelu_new: i-GELU approximates both (they differ by < 1e-3)
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-12
-    pad_token_id: int = 1
-    bos_token_id: int = 0
-    eos_token_id: int = 2
+    vocab_size: int = field(default=30522, metadata=SIZE)
+    hidden_size: int = field(default=768, metadata=value_range(1, multiple_of="num_attention_heads"))
+    num_hidden_layers: int = field(default=12, metadata=SIZE)
+    num_attention_heads: int = field(default=12, metadata=SIZE)
+    intermediate_size: int = field(default=3072, metadata=SIZE)
+    # or ALBERT's gelu_new: i-GELU approximates both (they differ by < 1e-3)
+    hidden_act: str = field(default="gelu", metadata=one_of(("gelu", "gelu_new")))
+    hidden_dropout_prob: float = field(default=0.1, metadata=PROBABILITY)
+    attention_probs_dropout_prob: float = field(default=0.1, metadata=PROBABILITY)
+    max_position_embeddings: int = field(default=512, metadata=SIZE)
+    type_vocab_size: int = field(default=2, metadata=SIZE)
+    initializer_range: float = field(default=0.02, metadata=value_range(0))
+    layer_norm_eps: float = field(default=1e-12, metadata=value_range(0, lo_open=True))
+    pad_token_id: int = field(default=1, metadata=value_range(0, below="vocab_size"))
+    bos_token_id: int | None = field(default=0, metadata=value_range(0))
+    eos_token_id: int | None = field(default=2, metadata=value_range(0))
     quant_mode: bool = False
-    force_dequant: str = "none"  # none | gelu | softmax | layernorm | nonlinear: those run in float
-    num_labels: int = 2  # sequence classification; 1 means regression
-    problem_type: str | None = None
+    # none | gelu | softmax | layernorm | nonlinear: those run in float
+    force_dequant: str = field(default="none", metadata=one_of(FORCE_DEQUANT))
+    num_labels: int = field(default=2, metadata=SIZE)  # sequence classification; 1 means regression
+    problem_type: str | None = field(default=None, metadata=PROBLEM_TYPE)
     # Ours, not transformers': embeddings of this width projected to hidden_size (None: no projection) ...
-    embedding_size: int | None = None
+    embedding_size: int | None = field(default=None, metadata=SIZE)
     # ... and ALBERT's sharing: layer i runs the inner_group_num layers of group int(i / (L / num_hidden_groups))
     # (None: every layer its own weights, as in BERT).
-    num_hidden_groups: int | None = None
-    inner_group_num: int = 1
-
-    def __post_init__(self):
-        if self.hidden_act not in ("gelu", "gelu_new"):
-            raise ValueError(f"I-BERT only supports hidden_act 'gelu' or 'gelu_new' (i-GELU), got {self.hidden_act!r}")
-        if self.force_dequant not in FORCE_DEQUANT:
-            raise ValueError(f"force_dequant {self.force_dequant!r}; valid: {', '.join(FORCE_DEQUANT)}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
-                             f"num_attention_heads {self.num_attention_heads}")
-        if self.num_hidden_groups is not None and not 1 <= self.num_hidden_groups <= self.num_hidden_layers:
-            raise ValueError(f"num_hidden_groups {self.num_hidden_groups} must be in 1..num_hidden_layers "
-                             f"({self.num_hidden_layers})")
+    num_hidden_groups: int | None = field(default=None, metadata=value_range(1, at_most="num_hidden_layers"))
+    inner_group_num: int = field(default=1, metadata=SIZE)
 
     @property
     def embedding_width(self) -> int:
