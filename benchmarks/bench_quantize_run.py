@@ -29,10 +29,10 @@ SIDES = {"fp32": "FP32", "integer": "integer-only", "transformers": "transformer
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def _step(model, vocab_size: int, batch_size: int, seq_len: int):
+def _step(model, vocab_size: int, batch_size: int, seq_len: int, pad_id: int, type_vocab_size: int):
     from benchmarks.common import classification_batch, inference_step
 
-    batch = classification_batch(batch_size, seq_len, vocab_size)
+    batch = classification_batch(batch_size, seq_len, vocab_size, pad_id=pad_id, type_vocab_size=type_vocab_size)
     inputs = [batch[key] for key in MODEL_INPUTS]
     return inference_step(model, lambda: model(*inputs))
 
@@ -80,7 +80,8 @@ def benchmark(run_dir: Path, shapes: list[tuple[int, int]], threads: int, warmup
                  "transformers": ("bench_transformers", str(run_dir / QAT_DIR))}
     timings = {}
     for batch_size, tokens in shapes:
-        shape = {"vocab_size": config["vocab_size"], "batch_size": batch_size, "seq_len": min(tokens, positions)}
+        shape = {"vocab_size": config["vocab_size"], "batch_size": batch_size, "seq_len": min(tokens, positions),
+                 "pad_id": config.get("pad_token_id", 0), "type_vocab_size": config.get("type_vocab_size", 2)}
         console.log(f"timing {batch_size} x {shape['seq_len']} tokens: {', '.join(SIDES.values())}")
         sides = {name: harness.Side(f"{MODULE}:{factory}", {"path": path, **shape})
                  for name, (factory, path) in factories.items() if name != "integer" or integer_file.is_file()}

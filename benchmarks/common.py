@@ -37,8 +37,9 @@ CLASSIFICATION_LENGTHS = (32, 128)  # real tokens per example, drawn uniformly; 
 
 
 def classification_batch(batch_size: int, seq_len: int, vocab_size: int, num_labels: int = 2,
-                         seed: int = 0) -> dict[str, torch.Tensor]:
-    """Sentence pairs of CLASSIFICATION_LENGTHS real tokens, padded to seq_len as GLUE scripts pad them."""
+                         seed: int = 0, pad_id: int = 0, type_vocab_size: int = 2) -> dict[str, torch.Tensor]:
+    """Sentence pairs of CLASSIFICATION_LENGTHS real tokens, padded to seq_len with pad_id as GLUE scripts pad
+    them; one token type where the model has one (RoBERTa's)."""
     g = torch.Generator().manual_seed(seed)
     shortest, longest = CLASSIFICATION_LENGTHS
     lengths = torch.randint(shortest, min(longest, seq_len) + 1, (batch_size, 1), generator=g)
@@ -46,9 +47,9 @@ def classification_batch(batch_size: int, seq_len: int, vocab_size: int, num_lab
     real = positions < lengths
     second_segment = (positions >= lengths // 2) & real
     return {
-        "input_ids": torch.randint(5, vocab_size, (batch_size, seq_len), generator=g).masked_fill(~real, 0),
+        "input_ids": torch.randint(5, vocab_size, (batch_size, seq_len), generator=g).masked_fill(~real, pad_id),
         "attention_mask": real.long(),
-        "token_type_ids": second_segment.long(),
+        "token_type_ids": second_segment.long() if type_vocab_size > 1 else torch.zeros_like(real, dtype=torch.long),
         "labels": torch.randint(0, num_labels, (batch_size,), generator=g),
     }
 

@@ -18,7 +18,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-tokenizer_app = typer.Typer(help="Train SentencePiece tokenizers.", no_args_is_help=True)
+tokenizer_app = typer.Typer(help="Train SentencePiece or byte-level BPE tokenizers.", no_args_is_help=True)
 recipes_app = typer.Typer(help="List, show and validate recipes.", no_args_is_help=True)
 finetune_app = typer.Typer(help="Fine-tune a pretrained encoder on downstream tasks.", no_args_is_help=True)
 app.add_typer(tokenizer_app, name="tokenizer")
@@ -107,25 +107,26 @@ def _check_format(fmt: str) -> None:
 def tokenizer_train(
     recipe: str = typer.Argument(..., help="The recipe whose data.source and tokenizer section to use."),
     overrides: list[str] = OVERRIDES,
-    out: Path = typer.Option(..., "--out", help="Directory to write spiece.model into."),
+    out: Path = typer.Option(..., "--out", help="Directory to write the tokenizer's files into."),
 ):
-    """Train a SentencePiece tokenizer (ALBERT's special tokens) on a sample of the recipe's corpus."""
+    """Train a SentencePiece tokenizer (ALBERT's special tokens) on a sample of the recipe's corpus, or with
+    tokenizer.model_type=byte_bpe a byte-level BPE (RoBERTa's: vocab.json + merges.txt, <s> </s> <pad> <mask>)."""
     from encoderkit.commands.tokenizer import train_tokenizer
     from encoderkit.recipes import load_recipe
 
     tokenizer = train_tokenizer(load_recipe(recipe, (overrides or []) + ["tokenizer.path="]), out)
-    typer.echo(f"wrote {out / 'spiece.model'} ({tokenizer.vocab_size} pieces)")
+    typer.echo(f"wrote {out / tokenizer.files[0]} ({tokenizer.vocab_size} pieces)")
 
 
 @finetune_app.command("glue", epilog="Example: encoderkit finetune glue --task rte --model runs/electra-small "
                                       "--data-dir glue_data glue-electra-small output.dir=runs/rte --seeds 5")
 def finetune_glue(
     recipe: str = typer.Argument("glue-electra-small", help="A fine-tuning recipe YAML file or bundled name "
-                                 "(glue-electra-small, glue-electra-base, glue-albert-base)."),
+                                 "(glue-electra-small, glue-electra-base, glue-albert-base, glue-roberta-base)."),
     overrides: list[str] = OVERRIDES,
     task: str = typer.Option(..., "--task", help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, or all."),
-    model: Path = typer.Option(..., "--model", help="A model dir in Hugging Face format with its spiece.model "
-                               "(ALBERT, ELECTRA discriminator or BERT)."),
+    model: Path = typer.Option(..., "--model", help="A model dir in Hugging Face format with its tokenizer "
+                               "(ALBERT, ELECTRA discriminator, BERT, RoBERTa or I-BERT)."),
     data_dir: Path = typer.Option(None, "--data-dir", help="The GLUE download (CoLA/, SST-2/, ... with their TSV "
                                   "files); without it the nyu-mll/glue dataset comes from the hub."),
     seeds: int = typer.Option(1, "--seeds", min=1, help="Fine-tune N times (seeds train.seed, +1, ...); "

@@ -322,9 +322,8 @@ def test_predict_refuses_what_it_cannot_answer(unusable_models, tmp_path):
     encoder_only = unusable_models["not a classifier"][0]
     three_classes = unusable_models["classifier of another task"][0]
     for args, expected in ((["--model", str(tmp_path)], "is not a model directory"),
-                           (["--model", str(encoder_only)], "with the discriminator head; `encoderkit predict` "
-                                                            "answers these heads: sequence_classification; use "
-                                                            "`encoderkit rtd`"),
+                           (["--model", str(encoder_only)], "holds no classifier"),
+                           (["--model", str(encoder_only)], "(ElectraForPreTraining): use `encoderkit rtd"),
                            (["--model", str(three_classes), "--task", "sst2"], "sst2 has 2 output(s), the model 3"),
                            (["--model", str(three_classes), "--format", "csv"], "--format: 'csv' is not one of")):
         result = cli("predict", *args, stdin="a film\n")

@@ -30,8 +30,8 @@ def cli(*args, cwd=None, env=None):
                           cwd=cwd, env=env)
 
 
-def test_all_nine_recipes_are_bundled():
-    assert len(NAMES) == 9
+def test_all_ten_recipes_are_bundled():
+    assert len(NAMES) == 10
     assert {"albert-tiny", "albert-base", "electra-tiny", "glue-electra-small", "quantize-glue"} <= set(NAMES)
 
 

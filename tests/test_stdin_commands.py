@@ -323,7 +323,7 @@ def test_a_dir_of_another_head_is_one_line_naming_the_command_that_serves_it(mod
     result = cli("predict", "--model", str(model_dirs["masked_lm"]), stdin=b"a film\n")
     stderr = result.stderr.decode()
     assert result.returncode == 2 and len(stderr.splitlines()) == 1, stderr
-    assert "albert model with the masked_lm head" in stderr and "use `encoderkit fill-mask`" in stderr
+    assert "holds no classifier" in stderr and "(AlbertForMaskedLM): use `encoderkit fill-mask" in stderr
     cuda = cli("rtd", "--model", str(model_dirs["discriminator"]), "--device", "cuda", stdin=b"a film\n")
     if torch.cuda.is_available():
         assert cuda.returncode == 0, cuda.stderr

@@ -87,7 +87,7 @@ class MaskFiller:
             logits = self.model(input_ids, attention_mask, torch.zeros_like(input_ids), mlm_mask=mlm_mask)
             # (masks, V), row-major: each line's masks in order, as its windows hold them
             scores, token_ids = logits.float().softmax(-1).topk(min(self.top_k, logits.shape[-1]), dim=-1)
-        candidates = [[{"token": self._display(t), "token_id": t, "score": s} for s, t in zip(row_s, row_t)]
+        candidates = [[{"token": self.tokenizer.token_text(t), "token_id": t, "score": s} for s, t in zip(row_s, row_t)]
                       for row_s, row_t in zip(scores.tolist(), token_ids.tolist())]
         answers, first = [], 0
         for line in lines:
@@ -95,10 +95,6 @@ class MaskFiller:
             answers.append({"masks": candidates[first:first + count]})
             first += count
         return answers
-
-    def _display(self, token_id: int) -> str:
-        piece = self.tokenizer.id_to_piece(token_id)
-        return piece.replace("\u2581", " ").strip() or piece
 
 
 def _render(text: str, answer: dict) -> str:

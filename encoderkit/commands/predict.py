@@ -1,6 +1,6 @@
 """`encoderkit predict`: the answer of a fine-tuned model for each stdin line. The dir's head picks the answer
 (ANSWERS): a sequence classifier gives the label and its probability (a regression head: the score), from a
-Hugging Face model dir (ALBERT, ELECTRA, BERT, I-BERT) or the integer-only model that `encoderkit quantize`
+Hugging Face model dir (ALBERT, ELECTRA, BERT, RoBERTa, I-BERT) or the integer-only model that `encoderkit quantize`
 writes (its integer/ dir), which runs without any float model.
 
 A line with a tab is a pair: the text before the tab and the text after it (as GLUE's pair tasks).
@@ -85,13 +85,14 @@ def _device(model) -> torch.device:
 
 def load_for_predict(model_dir: Path, device: torch.device, dtype: torch.dtype):
     """The model of `model_dir` with a head `predict` answers, on `device` in `dtype`."""
-    from encoderkit.models.load import SERVED_BY, is_integer_dir, load_model, saved_head
+    from encoderkit.models.load import is_integer_dir, load_model, read_model_config, saved_head, what_it_holds
 
-    family, head = saved_head(model_dir)
+    _, head = saved_head(model_dir)
     if head not in ANSWERS:
-        other = f"; use `{SERVED_BY[head]}`" if head in SERVED_BY else ""
-        raise PredictError(f"--model: {model_dir} holds a {family} model with the {head or 'unknown'} head; "
-                           f"`encoderkit predict` answers these heads: {', '.join(ANSWERS)}{other}")
+        holds = "; it is an integer-only encoder" if is_integer_dir(model_dir) else \
+            what_it_holds(model_dir, read_model_config(model_dir))
+        raise PredictError(f"--model: {model_dir} holds no classifier or other head that `encoderkit predict` "
+                           f"answers ({', '.join(ANSWERS)}){holds}")
     if is_integer_dir(model_dir):
         if device.type != "cpu" or dtype != torch.float32:
             raise InferenceOptionError("--device/--dtype: the integer-only model runs on the CPU in integers; "

@@ -83,31 +83,25 @@ def read_classifier_config(model_dir: Path, task: GlueTask) -> dict:
 
 
 def load_float_classifier(model_dir: Path, model_type: str):
-    """The fine-tuned classifier in float; every family but RoBERTa through the one loader, which checks the dir
-    (config.json, the weights' names, shapes and values, the classifier head) before anything else runs."""
-    from encoderkit.models.ibert import convert
+    """The fine-tuned classifier in float through the one loader, which checks the dir (config.json, the weights'
+    names, shapes and values, the classifier head) before anything else runs; I-BERT with quant_mode off."""
     from encoderkit.models.load import load_model
 
-    if model_type == "ibert":
-        return load_model(model_dir, CLASSIFIER, require_head=True, quant_mode=False)
-    if model_type != "roberta":
-        return load_model(model_dir, CLASSIFIER, require_head=True)
-    try:  # RoBERTa is I-BERT in float
-        return convert.from_float(model_dir, CLASSIFIER, quant_mode=False)[0]
-    except ValueError as err:
-        raise QuantizeError(f"--model: {err}") from None
+    overrides = {"quant_mode": False} if model_type == "ibert" else {}
+    return load_model(model_dir, CLASSIFIER, require_head=True, **overrides)
 
 
-def build_qat_model(model_dir: Path, model_type: str):
-    """The I-BERT QAT model (quant_mode on, every operation integer) with the checkpoint's weights, and the
-    names of the tensors the checkpoint has no counterpart for (ELECTRA's classifier: gelu where I-BERT's is tanh)."""
+def build_qat_model(model_dir: Path, model_type: str, force_dequant: str = "none"):
+    """The I-BERT QAT model (quant_mode on, every operation integer except those `force_dequant` names) with the
+    checkpoint's weights, and the names of the tensors the checkpoint has no counterpart for (ELECTRA's classifier:
+    gelu where I-BERT's is tanh)."""
     from encoderkit.models import hf_format
     from encoderkit.models.ibert import convert
 
     try:
         if model_type == "ibert":
-            return hf_format.load_pretrained(model_dir, CLASSIFIER, quant_mode=True, force_dequant="none"), []
-        return convert.from_float(model_dir, CLASSIFIER)
+            return hf_format.load_pretrained(model_dir, CLASSIFIER, quant_mode=True, force_dequant=force_dequant), []
+        return convert.from_float(model_dir, CLASSIFIER, force_dequant=force_dequant)
     except ValueError as err:  # e.g. a hidden_act other than gelu, or tensors that do not match config.json
         raise QuantizeError(f"--model: cannot be quantized: {err}") from None
 
@@ -118,6 +112,12 @@ def set_range_momentum(model: torch.nn.Module, momentum: float) -> None:
     for module in model.modules():
         if isinstance(module, QuantAct):
             module.act_range_momentum = momentum
+
+
+def no_integer_export(force_dequant: str) -> str:
+    """Why a QAT model with `force_dequant` set has no integer-only export."""
+    return (f"no integer-only export: quantize.force_dequant={force_dequant} keeps {force_dequant} in float, and the "
+            "integer-only model computes every operation in integers (set quantize.force_dequant=none for it)")
 
 
 def export_integer(qat_dir: Path, out_dir: Path, tokenizer, console: Console):
@@ -163,7 +163,7 @@ def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_
     # Everything that can fail on input fails here, before anything is written or trained.
     float_model = load_float_classifier(model_dir, model_type).to(PartialState().device).eval()
     tokenizer = Tokenizer.load(model_dir, config.get("vocab_size"))
-    qat_model, fresh = build_qat_model(model_dir, model_type)
+    qat_model, fresh = build_qat_model(model_dir, model_type, settings.force_dequant)
     data = load_task(task.name, data_dir, splits=["train", *task.dev_splits])
     train_set = encode_examples(data["train"], tokenizer, settings.max_seq_length)
     dev = {split: encode_examples(data[split], tokenizer, settings.max_seq_length) for split in task.dev_splits}
@@ -206,8 +206,12 @@ def quantize_glue(recipe: QuantizeRecipe, task_name: str, model_dir: Path, data_
 
     best = json.loads((out / QAT_DIR / "eval.json").read_text())
     scores["qat"] = best["scores"]
-    with _stage(console, "exporting the best epoch to the integer-only model"):
-        integer, export_error = export_integer(out / QAT_DIR, out / INTEGER_DIR, tokenizer, console)
+    if settings.force_dequant == "none":
+        with _stage(console, "exporting the best epoch to the integer-only model"):
+            integer, export_error = export_integer(out / QAT_DIR, out / INTEGER_DIR, tokenizer, console)
+    else:
+        integer, export_error = None, no_integer_export(settings.force_dequant)
+        console.log(f"[yellow]{export_error}")
     if integer is not None:
         # The first batches compile the integer kernels; `predict` reuses them from the cache afterwards.
         with _stage(console, f"scoring the integer-only model on {dev_size} dev examples (its kernels compile "

@@ -28,10 +28,14 @@ class EncodedExamples:
 
 
 def encode_examples(examples: Sequence, tokenizer, max_seq_length: int) -> EncodedExamples:
-    """`[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]`, pairs truncated longest-first to max_seq_length.
+    """`[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]`, pairs truncated longest-first to max_seq_length; RoBERTa's
+    tokenizer makes pairs `<s> a </s></s> b </s>` of one token type.
 
-    `tokenizer` needs `encode(text) -> list[int]` and `cls_id`, `sep_id`, `pad_id`.
+    `tokenizer` needs `encode(text) -> list[int]` and `cls_id`, `sep_id`, `pad_id`; `pair_separators` and
+    `second_type_id` when its pairs are not BERT's (see data.tokenizer.Tokenizer).
     """
+    separators = getattr(tokenizer, "pair_separators", 1)
+    second_type_id = getattr(tokenizer, "second_type_id", 1)
     if max_seq_length < 3:
         raise ValueError(f"max_seq_length must leave room for [CLS] and [SEP] tokens, got {max_seq_length}")
     count = len(examples)
@@ -41,15 +45,17 @@ def encode_examples(examples: Sequence, tokenizer, max_seq_length: int) -> Encod
     for row, example in enumerate(examples):
         tokens_a = list(tokenizer.encode(example.text_a))
         tokens_b = list(tokenizer.encode(example.text_b)) if example.text_b is not None else []
-        special_tokens = 3 if example.text_b is not None else 2
+        special_tokens = 2 + separators if example.text_b is not None else 2
         # Like BERT: shorten the longer text one token at a time, so a short text stays whole.
         while len(tokens_a) + len(tokens_b) > max_seq_length - special_tokens:
             (tokens_a if len(tokens_a) > len(tokens_b) else tokens_b).pop()
         first = [tokenizer.cls_id, *tokens_a, tokenizer.sep_id]
-        second = [*tokens_b, tokenizer.sep_id] if example.text_b is not None else []
+        second = []
+        if example.text_b is not None:
+            second = [tokenizer.sep_id] * (separators - 1) + [*tokens_b, tokenizer.sep_id]
         ids = first + second
         input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.int32)
-        token_type_ids[row, len(first) : len(ids)] = 1
+        token_type_ids[row, len(first) : len(ids)] = second_type_id
         lengths[row] = len(ids)
     return EncodedExamples(input_ids, token_type_ids, lengths, _labels_tensor(examples))
 

@@ -40,6 +40,7 @@ MODEL_FILE = "spiece.model"
 TOKENIZER_JSON = "tokenizer.json"
 VOCAB_FILE = "vocab.txt"
 CONFIG_FILE = "tokenizer_config.json"
+BYTE_BPE = "byte_bpe"  # train_on_corpus's model_type for RoBERTa's byte-level BPE (data/bpe.py)
 PAD, UNK, CLS, SEP, MASK = "<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"
 BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", CLS, SEP, MASK)  # pad, unk, cls, sep, mask
 WORD_START = "\u2581"  # SentencePiece's "▁": the piece begins a new word
@@ -79,12 +80,16 @@ def read_config(directory: Path) -> dict[str, Any]:
 
 
 def train_on_corpus(source, vocab_size: int, model_type: str = "unigram",
-                    sample_documents: int = 20_000) -> SentencePieceTokenizer:
-    """A new SentencePiece tokenizer trained on the sentences of the first `sample_documents` documents
-    of a corpus source (see data.corpus.load_corpus)."""
+                    sample_documents: int = 20_000) -> Tokenizer:
+    """A new tokenizer trained on the sentences of the first `sample_documents` documents of a corpus source (see
+    data.corpus.load_corpus): SentencePiece's `unigram` or `bpe`, or RoBERTa's byte-level BPE (`byte_bpe`)."""
     from encoderkit.data.corpus import iter_documents
 
     documents = itertools.islice(iter_documents(source), sample_documents)
+    if model_type == BYTE_BPE:
+        from encoderkit.data.bpe import ByteLevelBPETokenizer
+
+        return ByteLevelBPETokenizer.train((sentence for doc in documents for sentence in doc), vocab_size)
     try:
         return Tokenizer.train((sentence for doc in documents for sentence in doc), vocab_size, model_type=model_type)
     except RuntimeError as err:  # sentencepiece: e.g. more pieces asked for than the sample holds
@@ -109,6 +114,10 @@ class Tokenizer(ABC):
     special_tokens: ClassVar[tuple[str, str, str, str, str]]  # pad, unk, cls, sep, mask
     expected: ClassVar[str]  # what a usable file is, for error messages
 
+    # The pair format: BERT's [CLS] A [SEP] B [SEP], token types 0 then 1; RoBERTa's differ (data/bpe.py).
+    pair_separators: ClassVar[int] = 1  # [SEP] tokens between the two texts
+    second_type_id: ClassVar[int] = 1  # token type of the second text and its [SEP]
+
     pad_id: int
     unk_id: int
     cls_id: int
@@ -124,15 +133,26 @@ class Tokenizer(ABC):
 
     @classmethod
     def load(cls, path: str | os.PathLike, vocab_size: int | None = None) -> Tokenizer:
-        """The tokenizer in a directory (or the file itself): spiece.model, else tokenizer.json, else vocab.txt.
+        """The tokenizer in a directory (or the file itself): spiece.model, else tokenizer.json (WordPiece or
+        byte-level BPE), else vocab.json + merges.txt (byte-level BPE, data/bpe.py), else vocab.txt.
 
         `tokenizer_config.json` beside it, if there, gives the options (lowercasing, accents). `vocab_size`, where
         given (the model's), must be the tokenizer's: a SentencePiece file cut at a record boundary still loads,
         as a smaller vocabulary, and a larger one would give ids the model has no embedding for.
         """
-        file = cls._locate(path)
-        is_wordpiece = file.suffix in (".json", ".txt")  # tokenizer.json, vocab.txt
-        tokenizer = (WordPieceTokenizer if is_wordpiece else SentencePieceTokenizer).load(file)
+        from encoderkit.data.bpe import VOCAB_JSON, ByteLevelBPETokenizer, is_bpe_json
+
+        path = Path(path)
+        if path.is_dir() and not (path / MODEL_FILE).is_file() and (path / VOCAB_JSON).is_file():
+            file = ByteLevelBPETokenizer._locate(path)  # its tokenizer.json, else vocab.json + merges.txt
+            tokenizer = ByteLevelBPETokenizer.load(file)
+        else:
+            file = cls._locate(path)
+            if file.name == VOCAB_JSON or (file.suffix == ".json" and is_bpe_json(file)):
+                tokenizer = ByteLevelBPETokenizer.load(file)
+            else:
+                is_wordpiece = file.suffix in (".json", ".txt")  # tokenizer.json, vocab.txt
+                tokenizer = (WordPieceTokenizer if is_wordpiece else SentencePieceTokenizer).load(file)
         if vocab_size is not None and tokenizer.vocab_size != vocab_size:
             raise TokenizerError(f"{file}: {tokenizer.vocab_size} pieces, but the model's vocab_size is {vocab_size}: "
                                  "the file is damaged or belongs to another model; copy the model's own tokenizer")
@@ -177,6 +197,11 @@ class Tokenizer(ABC):
 
     def id_to_piece(self, token_id: int) -> str:
         return self.pieces[int(token_id)]
+
+    def token_text(self, token_id: int) -> str:
+        """One token as a reader sees it: its piece without the word-start mark (fill-mask's candidates)."""
+        piece = self.id_to_piece(token_id)
+        return piece.replace(WORD_START, " ").strip() or piece
 
     @property
     def mask_token(self) -> str:

@@ -48,6 +48,7 @@ class ElectraConfig(HFConfig):
 
     model_type: ClassVar[str] = "electra"
     classifier_dropout_field: ClassVar[str] = "classifier_dropout"  # the dropout before a task head
+    positions_from_pad: ClassVar[bool] = False  # RoBERTa's position ids (roberta.py), not 0, 1, 2, ...
 
     vocab_size: int = field(default=30522, metadata=SIZE)
     embedding_size: int = field(default=128, metadata=SIZE)
@@ -75,6 +76,7 @@ class BertConfig(HFConfig):
 
     model_type: ClassVar[str] = "bert"
     classifier_dropout_field: ClassVar[str] = "classifier_dropout"
+    positions_from_pad: ClassVar[bool] = False
 
     vocab_size: int = field(default=30522, metadata=SIZE)
     hidden_size: int = field(default=768, metadata=value_range(1, multiple_of="num_attention_heads"))
@@ -106,7 +108,8 @@ class ElectraModel(nn.Module):
         self.config = config
         c = config
         self.embeddings = Embeddings(c.vocab_size, c.embedding_size, c.max_position_embeddings,
-                                     c.type_vocab_size, c.pad_token_id, c.layer_norm_eps, c.hidden_dropout_prob)
+                                     c.type_vocab_size, c.pad_token_id, c.layer_norm_eps, c.hidden_dropout_prob,
+                                     c.positions_from_pad)
         self.embedding_projection = (nn.Linear(c.embedding_size, c.hidden_size)
                                      if c.embedding_size != c.hidden_size else None)
         self.layers = nn.ModuleList(

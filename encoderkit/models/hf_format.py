@@ -3,7 +3,7 @@
 This module is the one place that knows HF's tensor names. A tensor name is our module path plus the
 parameter's name (weight, bias); the tables below map module paths, by model_type (I-BERT's module paths are
 transformers' own: its names map to themselves). Loading follows transformers:
-a head model loads a base-model checkpoint (no `albert.`/`electra.`/`bert.` prefix) and a base model
+a head model loads a base-model checkpoint (no `albert.`/`electra.`/`bert.`/`roberta.` prefix) and a base model
 loads a head checkpoint; head tensors missing from the file (a classifier on a pretraining checkpoint)
 are freshly initialised and reported; tied decoder weights may be absent from the file or present.
 A tensor that several modules share (I-BERT's shared layers) is written once, under its first name.
@@ -43,6 +43,7 @@ from .electra import (
 from .ibert.model import HEADS as IBERT_HEADS
 from .ibert.model import IBertConfig
 from .layers import unique_state
+from .roberta import RobertaConfig, RobertaForMaskedLM, RobertaForSequenceClassification, RobertaModel
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,11 @@ FAMILIES = {
         "sequence_classification": BertForSequenceClassification,
     }),
     "ibert": (IBertConfig, IBERT_HEADS),
+    "roberta": (RobertaConfig, {
+        "base": RobertaModel,
+        "masked_lm": RobertaForMaskedLM,
+        "sequence_classification": RobertaForSequenceClassification,
+    }),
 }
 
 _BASE_MODELS = (AlbertModel, ElectraModel)
@@ -111,6 +117,7 @@ ENCODER_NAMES = {
     ],
 }
 ENCODER_NAMES["electra"] = ENCODER_NAMES["bert"]  # ELECTRA's encoder is BERT's, plus embeddings_project
+ENCODER_NAMES["roberta"] = ENCODER_NAMES["bert"]  # RoBERTa's is BERT's (other positions, same names)
 
 # Head module paths (our path -> HF path), by our class name.
 _ALBERT_MLM = {"mlm_head.dense": "predictions.dense", "mlm_head.norm": "predictions.LayerNorm",
@@ -131,6 +138,11 @@ HEAD_NAMES = {
     "BertForMaskedLM": {"mlm_head.dense": "cls.predictions.transform.dense",
                         "mlm_head.norm": "cls.predictions.transform.LayerNorm", "mlm_head": "cls.predictions"},
     "BertForSequenceClassification": {"classifier": "classifier"},
+    "RobertaModel": {},
+    "RobertaForMaskedLM": {"mlm_head.dense": "lm_head.dense", "mlm_head.norm": "lm_head.layer_norm",
+                           "mlm_head": "lm_head"},
+    "RobertaForSequenceClassification": {"classifier.dense": "classifier.dense",
+                                         "classifier.out_proj": "classifier.out_proj"},
 }
 
 # Decoder weights that transformers ties to other tensors; older checkpoints store them, we never need them.
@@ -238,12 +250,36 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> None:
         return
     directory.mkdir(parents=True, exist_ok=True)
     config = {**model.config.to_hf_dict(), "architectures": [type(model).__name__]}
+    extensions = model.config.extensions()
+    if extensions:  # transformers would build another model from this dir: the name and a README say so
+        config.update(architectures=[EXTENDED_PREFIX + type(model).__name__], encoderkit_extensions=extensions)
+        write_text(directory / "README.md", _extensions_readme(type(model).__name__, extensions))
     names = hf_names(model)
     tensors = {names[k]: v.contiguous().cpu() for k, v in unique_state(model).items()}
 
     atomic_write(directory / "model.safetensors",
                  lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata={"format": "pt"}))
     write_text(directory / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+# What the extensions of our models are, for the README of a dir that uses them.
+EXTENDED_PREFIX = "Encoderkit"
+_EXTENSIONS = {
+    "embedding_size": "embeddings narrower than the layers, projected up to hidden_size (`embeddings_project`, "
+                      "ELECTRA-Small's and ALBERT's)",
+    "num_hidden_groups": "ALBERT's cross-layer sharing: layers that run one group's weights, stored once",
+    "inner_group_num": "ALBERT's layers per shared group",
+}
+
+
+def _extensions_readme(architecture: str, extensions: list[str]) -> str:
+    listed = "".join(f"- `{name}`: {_EXTENSIONS[name]}\n" for name in extensions)
+    return (f"# An encoderkit {architecture} with encoderkit's extensions\n\n"
+            f"This model uses config fields that transformers' class does not have:\n\n{listed}\n"
+            f"transformers' `{architecture}` would build a model without them from this config.json and load "
+            "these weights wrongly or not at all, so config.json names the architecture "
+            f"`{EXTENDED_PREFIX}{architecture}` and lists the fields under `encoderkit_extensions`. Load it with "
+            "encoderkit (`encoderkit predict --model <this dir>`, `encoderkit.models.load.load_model`).\n")
 
 
 def read_config(directory: str | os.PathLike) -> dict:

@@ -64,6 +64,10 @@ class HFConfig:
             kwargs["num_labels"] = len(d["id2label"])
         return fields.build(cls, kwargs)
 
+    def extensions(self) -> list[str]:
+        """The fields set here that transformers' config class of this model_type does not have (none but I-BERT's)."""
+        return []
+
     def to_hf_dict(self) -> dict[str, Any]:
         # The output layer is always tied to the word embeddings here, as in every reference checkpoint.
         return {"model_type": self.model_type, **dataclasses.asdict(self), "tie_word_embeddings": True}
@@ -102,8 +106,10 @@ class Embeddings(nn.Module):
     """Word + token type + absolute position embeddings of width E, then LayerNorm and dropout."""
 
     def __init__(self, vocab_size: int, embedding_size: int, max_positions: int, type_vocab_size: int,
-                 pad_token_id: int | None, layer_norm_eps: float, dropout: float):
+                 pad_token_id: int | None, layer_norm_eps: float, dropout: float, positions_from_pad: bool = False):
+        """positions_from_pad: RoBERTa's positions (`position_ids`), else 0, 1, 2, ... as BERT's."""
         super().__init__()
+        self.positions_pad_id = pad_token_id if positions_from_pad else None
         self.word_embeddings = nn.Embedding(vocab_size, embedding_size, padding_idx=pad_token_id)
         self.position_embeddings = nn.Embedding(max_positions, embedding_size)
         self.token_type_embeddings = nn.Embedding(type_vocab_size, embedding_size)
@@ -113,7 +119,10 @@ class Embeddings(nn.Module):
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        if self.positions_pad_id is None:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        else:
+            positions = position_ids(input_ids, self.positions_pad_id)  # (B, S)
         x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
         x = x + self.position_embeddings(positions)  # (B, S, E)
         return self.dropout(self.norm(x))

@@ -1,6 +1,6 @@
 """The one way to open a model dir, for every command: `load_model(directory, head, **config_overrides)`.
 
-It dispatches on config.json's `model_type` (the families of hf_format.FAMILIES: albert, electra, bert,
+It dispatches on config.json's `model_type` (the families of hf_format.FAMILIES: albert, electra, bert, roberta,
 ibert) or, in a dir without config.json, on the integer-only I-BERT file that `encoderkit quantize` writes.
 `head` names what to build on the encoder: "base", "masked_lm", "pretraining", "discriminator",
 "sequence_classification" (the family's table says which it has), or "generator_discriminator" for an
@@ -128,19 +128,25 @@ def load_model(directory: str | os.PathLike, head: str = "base", classifier_drop
 
 def _no_head_message(directory: Path, config: dict, head: str, fresh: list[str]) -> str:
     """What the dir holds instead of `head`, and the command that uses it."""
+    message = f"{directory} holds no {HEAD_WORDS.get(head, head + ' head')} (model.safetensors has no {fresh[0]})"
+    return message + what_it_holds(directory, config)
+
+
+def what_it_holds(directory: Path, config: dict) -> str:
+    """': this is <what> (<architecture>): use `<command> --model <dir>`' for a dir whose config.json names an
+    architecture of its family, else a hint to give one that does."""
     from encoderkit.models import hf_format
 
     heads = hf_format.FAMILIES[config["model_type"]][1]
     classes = {cls.__name__: name for name, cls in heads.items()}
     architectures = config.get("architectures") if isinstance(config.get("architectures"), list) else []
     held = [(name, classes[name]) for name in architectures if isinstance(name, str) and name in classes]
-    message = f"{directory} holds no {HEAD_WORDS.get(head, head + ' head')} (model.safetensors has no {fresh[0]})"
     if not held:
-        return f"{message}; give a model dir that was saved with one"
+        return "; give a model dir that was saved with one"
     architecture, held_head = held[0]
     what = HEAD_DESCRIPTIONS.get((config["model_type"], held_head), f"a {config['model_type']} {held_head} model")
     use = f": use `{SERVED_BY[held_head]} --model {directory}`" if held_head in SERVED_BY else ""
-    return f"{message}: this is {what} ({architecture}){use}"
+    return f": this is {what} ({architecture}){use}"
 
 
 def _load_pair(directory: Path) -> nn.Module:
@@ -154,6 +160,15 @@ def _load_pair(directory: Path) -> nn.Module:
         raise ModelDirError(str(err)) from None
 
 
+# What reading a damaged integer-only file raises: its JSON description unreadable or not fitting the tensors.
+INTEGER_FILE_ERRORS = (ValueError, KeyError, TypeError, RuntimeError)
+
+
+def _damaged_integer_file(path: Path, err: Exception) -> ModelDirError:
+    return ModelDirError(f"{path}: a damaged integer-only I-BERT file ({type(err).__name__}: {err}); "
+                         "export it again with `encoderkit quantize`")
+
+
 def _load_integer(directory: Path, head: str) -> nn.Module:
     from encoderkit.models.ibert.integer import load_integer_model
 
@@ -163,9 +178,8 @@ def _load_integer(directory: Path, head: str) -> nn.Module:
     path = directory / WEIGHTS_FILE
     try:
         model = load_integer_model(path)
-    except (ValueError, KeyError, TypeError, RuntimeError) as err:  # a description that does not fit the tensors
-        raise ModelDirError(f"{path}: a damaged integer-only I-BERT file ({type(err).__name__}: {err}); "
-                            "export it again with `encoderkit quantize`") from None
+    except INTEGER_FILE_ERRORS as err:  # a description that does not fit the tensors
+        raise _damaged_integer_file(path, err) from None
     if head == "sequence_classification" and model.classifier is None:
         raise ModelDirError(f"{directory}: an integer-only encoder without a classifier head")
     return model
@@ -196,10 +210,11 @@ def saved_head(directory: str | os.PathLike) -> tuple[str, str | None]:
     if is_integer_dir(directory):
         from encoderkit.models.ibert.integer import read_spec
 
+        path = Path(directory) / WEIGHTS_FILE
         try:
-            return "integer-only ibert", read_spec(Path(directory) / WEIGHTS_FILE)["head"]
-        except ValueError as err:
-            raise ModelDirError(f"{directory}: {err}") from None
+            return "integer-only ibert", read_spec(path)["head"]
+        except INTEGER_FILE_ERRORS as err:
+            raise _damaged_integer_file(path, err) from None
     config = read_model_config(directory)
     heads = hf_format.FAMILIES[config["model_type"]][1]
     names = {model_class.__name__: head for head, model_class in heads.items()}

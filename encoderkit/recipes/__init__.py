@@ -51,7 +51,8 @@ class TokenizerConfig:
     # An existing spiece.model (or a directory holding one); empty: train one before pretraining.
     path: str | None = None
     vocab_size: int = field(default=8000, metadata=value_range(16))
-    model_type: Literal["unigram", "bpe"] = "unigram"
+    # SentencePiece's unigram or bpe (ALBERT's special tokens), or RoBERTa's byte-level BPE (vocab.json + merges.txt)
+    model_type: Literal["unigram", "bpe", "byte_bpe"] = "unigram"
     sample_documents: int = field(default=20000, metadata=value_range(10))
 
 
@@ -432,6 +433,9 @@ class QuantizeConfig:
     # I-BERT's (tanh), so that head starts fresh and needs a fine-tuning rate, not the QAT rate.
     new_head_learning_rate: float = field(default=1e-4, metadata=value_range(0, lo_open=True))
     eval_batch_size: int = field(default=128, metadata=value_range(1))
+    # I-BERT's force_dequant (transformers' IBertConfig): the non-linear operations named here run in float during
+    # QAT (nonlinear: GELU, softmax and LayerNorm). Anything but none leaves no integer-only model to export.
+    force_dequant: Literal["none", "gelu", "softmax", "layernorm", "nonlinear"] = "none"
 
 
 @dataclass

@@ -34,7 +34,8 @@ def parameter_groups(model: nn.Module, weight_decay: float,
     return [groups[key] for key in sorted(groups)]
 
 
-LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|layer_groups)\.(\d+)\.")
+# ours (layers.N, ALBERT's layer_groups.N) and I-BERT's, whose names are transformers' (encoder.layer.N)
+LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|layer_groups|layer)\.(\d+)\.")
 
 
 def layer_depth(name: str, num_layers: int) -> int:
@@ -46,7 +47,7 @@ def layer_depth(name: str, num_layers: int) -> int:
     published results reproduce), so its top layer has depth 2 with or without a pooler.
     """
     parts = name.split(".")
-    if "embeddings" in parts or "embedding_projection" in parts:
+    if {"embeddings", "embedding_projection", "embeddings_project", "embeddings_project_act"} & set(parts):
         return num_layers + 2
     layer = LAYER_INDEX.search(name)
     if layer:

@@ -79,6 +79,12 @@ class IBertConfig(HFConfig):
     num_hidden_groups: int | None = field(default=None, metadata=value_range(1, at_most="num_hidden_layers"))
     inner_group_num: int = field(default=1, metadata=SIZE)
 
+    def extensions(self) -> list[str]:
+        """Our fields this config sets (see the module docstring): with them transformers' IBert cannot run it."""
+        ours = {"embedding_size": self.embedding_size is not None,
+                "num_hidden_groups": self.num_hidden_groups is not None, "inner_group_num": self.inner_group_num != 1}
+        return [name for name, is_set in ours.items() if is_set]
+
     @property
     def embedding_width(self) -> int:
         return self.embedding_size or self.hidden_size
