@@ -336,13 +336,18 @@ def test_a_slow_step_says_so_once_and_a_fast_one_says_nothing():
 
     from encoderkit.commands.lines import announce_if_slow
 
-    err = io.StringIO()
-    with announce_if_slow("loading x ...", err, after_s=0.05):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    err, log = Terminal(), io.StringIO()
+    with announce_if_slow("loading x ...", err, after_s=0.05), announce_if_slow("loading x ...", log, after_s=0.05):
         time.sleep(0.3)
     with announce_if_slow("compiling y ...", err, after_s=5):
         pass
     time.sleep(0.1)
     assert err.getvalue() == "loading x ...\n"
+    assert log.getvalue() == ""  # not on a terminal: stderr keeps to what scripts read
 
 
 def test_integer_kernels_are_cached_under_encoderkits_cache_dir(monkeypatch, tmp_path):
