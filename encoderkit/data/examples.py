@@ -118,3 +118,29 @@ def truncate_seq_pair(tokens_a: list[int], tokens_b: list[int], max_num_tokens: 
             del longer[0]
         else:
             longer.pop()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Plain MLM (BERT, RoBERTa): packed full-length sequences, no sentence pairs
+
+
+def packed_examples(
+    document: list[list[int]], carry: list[int], *, max_seq_length: int, cls_id: int, sep_id: int
+) -> tuple[list[Example], list[int]]:
+    """RoBERTa's FULL-SENTENCES packing (Liu et al. 2019, section 4.2): the document's tokens, then a [SEP] that
+    ends it, follow `carry` (what the documents before left over) and are cut into `[CLS] ... [SEP]` sequences
+    of exactly max_seq_length. Returns those and the new carry (fewer tokens than fit in one sequence).
+
+    Sequences may span documents, as in RoBERTa; the [SEP] between documents marks where one ends."""
+    tokens = [token for sentence in document for token in sentence]
+    if not tokens:
+        return [], carry
+    stream = carry + tokens + [sep_id]
+    size = max_seq_length - 2
+    cut = len(stream) - len(stream) % size
+    examples = [packed_example(stream[start : start + size], cls_id, sep_id) for start in range(0, cut, size)]
+    return examples, stream[cut:]
+
+
+def packed_example(tokens: list[int], cls_id: int, sep_id: int) -> Example:
+    return Example([cls_id, *tokens, sep_id], [0] * (len(tokens) + 2), ORIGINAL_ORDER)

@@ -3,25 +3,33 @@
 ALBERT: segment pairs swapped half the time for sentence-order prediction, whole-word n-gram masks.
 ELECTRA: segment pairs in their order, single tokens masked (85% [MASK], 15% unchanged).
 
+Plain MLM (`packed=True`): the documents' tokens packed into full-length sequences, no pairs, no SOP.
+
+Held-out text: `hold_out=(fraction, seed)` splits the documents by a seeded hash of their text; the training
+stream (`held_out=False`) skips those the validation stream (`held_out=True`) keeps, so no document is both.
+
 Endless: when the corpus ends the next pass (epoch) starts. Examples (segment lengths, A/B splits,
 sentence order) and masks come from two seeded random generators that keep running across passes,
 so every pass sees new pairs and new masks. Masks are drawn when a batch is built.
 
 Exact resume: the state names the position in the corpus before the current document, the example
 generator's state at that point, how many examples of that document were already taken, and the mask
-generator's state. Restoring re-reads and re-tokenizes at most that one document.
+generator's state. Restoring re-reads and re-tokenizes at most that one document. Packed sequences add
+the tokens carried over from the documents before it. `max_passes=1` makes a finite stream (a validation
+set): it ends after one pass over the corpus, with a last, shorter batch.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import random
 from collections.abc import Iterator
 
 import torch
 
 from encoderkit.data.corpus import CorpusError, SourceLike, load_corpus, split_sentences
-from encoderkit.data.examples import Example, document_examples
+from encoderkit.data.examples import Example, document_examples, packed_example, packed_examples
 from encoderkit.data.masking import IGNORE_INDEX, mask_tokens, mask_whole_word_ngrams
 from encoderkit.data.tokenizer import Tokenizer
 from encoderkit.files import rng_state_from_json, rng_state_to_json
@@ -60,6 +68,10 @@ class PretrainBatches:
         random_token_prob: float = 0.1,
         sentence_order: bool = True,
         split: str = "train",
+        packed: bool = False,
+        hold_out: tuple[float, int] | None = None,
+        held_out: bool = False,
+        max_passes: int | None = None,
     ):
         if masking not in ("ngram", "electra"):
             raise ValueError(f"masking must be 'ngram' or 'electra', not {masking!r}")
@@ -72,7 +84,14 @@ class PretrainBatches:
         self.masking = masking
         self.mask_token_prob, self.random_token_prob = mask_token_prob, random_token_prob
         self.swap_prob = 0.5 if sentence_order else 0.0
+        self.packed = packed
+        self.hold_out, self.held_out = hold_out, held_out
+        self.max_passes = max_passes
         self._config = {"source": str(source), "batch_size": batch_size, "max_seq_length": max_seq_length}
+        if packed:
+            self._config["packed"] = True
+        if hold_out:
+            self._config["hold_out"] = list(hold_out)
         self._dataset = load_corpus(source, split)
         self._corpus_start = self._dataset.state_dict()
         self._example_rng = random.Random(f"examples-{seed}")
@@ -84,6 +103,8 @@ class PretrainBatches:
         self._corpus_state = self._corpus_start
         self._document_rng_state = self._example_rng.getstate()
         self._examples_taken = 0
+        self._carry: list[int] = []  # packed: tokens left over by the documents before
+        self._document_carry: list[int] = []
         self._examples: Iterator[Example] | None = None
 
     def __iter__(self) -> PretrainBatches:
@@ -92,7 +113,9 @@ class PretrainBatches:
     def __next__(self) -> dict[str, torch.Tensor]:
         if self._examples is None:
             self._examples = self._iter_examples()
-        examples = [next(self._examples) for _ in range(self.batch_size)]
+        examples = [example for _, example in zip(range(self.batch_size), self._examples)]
+        if not examples:
+            raise StopIteration
         return self._collate(examples)
 
     def state_dict(self) -> dict:
@@ -106,6 +129,7 @@ class PretrainBatches:
             "examples_taken": self._examples_taken,
             "mask_rng": rng_state_to_json(self._mask_rng.getstate()),
             "mask_generator": self._mask_generator.get_state().tolist(),
+            "carry": list(self._document_carry),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -119,32 +143,47 @@ class PretrainBatches:
         self._examples_taken = state["examples_taken"]
         self._mask_rng.setstate(rng_state_from_json(state["mask_rng"]))
         self._mask_generator.set_state(torch.tensor(state["mask_generator"], dtype=torch.uint8))
+        self._document_carry = list(state.get("carry", []))
         self._examples = None  # restart the example generator from the restored position
 
     def _iter_examples(self) -> Iterator[Example]:
         """Examples of document after document, pass after pass, keeping the resume position up to date."""
         self._example_rng.setstate(self._document_rng_state)
-        while True:
+        self._carry = list(self._document_carry)
+        while self.max_passes is None or self._epoch < self.max_passes:
             whole_pass = self._corpus_state == self._corpus_start
             self._dataset.load_state_dict(self._corpus_state)
             produced_any = False
             for row in self._dataset:
-                examples = self._document_examples(row["text"] or "")
-                produced_any = produced_any or bool(examples)
+                text = row["text"] or ""
+                examples = self._document_examples(text) if self._keeps(text) else []
+                produced_any = produced_any or bool(examples) or bool(self._carry)
                 for example in examples[self._examples_taken :]:
                     self._examples_taken += 1
                     yield example
                 # the document is used up: the position moves past it
                 self._corpus_state = self._dataset.state_dict()
                 self._document_rng_state = self._example_rng.getstate()
+                self._document_carry = list(self._carry)
                 self._examples_taken = 0
             if whole_pass and not produced_any:
                 raise CorpusError(f"the corpus {self._config['source']!r} gives no pretraining examples")
             self._epoch += 1
             self._corpus_state = self._corpus_start
+        if self.packed and self._carry:  # a finite stream ends with the tokens it has left
+            yield packed_example(self._carry, self.tokenizer.cls_id, self.tokenizer.sep_id)
+            self._carry = []
+
+    def _keeps(self, text: str) -> bool:
+        """Whether this stream uses the document: all of them, or the held-out ones, or all but those."""
+        return self.hold_out is None or is_held_out(text, *self.hold_out) == self.held_out
 
     def _document_examples(self, text: str) -> list[Example]:
         sentences = self.tokenizer.encode_batch(split_sentences(text))
+        if self.packed:
+            examples, self._carry = packed_examples(sentences, self._carry, max_seq_length=self.max_seq_length,
+                                                    cls_id=self.tokenizer.cls_id, sep_id=self.tokenizer.sep_id)
+            return examples
         return document_examples(
             sentences,
             self._example_rng,
@@ -193,3 +232,10 @@ class PretrainBatches:
                 random_token_prob=self.random_token_prob,
             )
         return batch
+
+
+def is_held_out(text: str, fraction: float, seed: int) -> bool:
+    """Whether a document belongs to the held-out `fraction`: a seeded hash of its text, so the split is the same
+    in every run, process and pass, and needs no list of documents."""
+    digest = hashlib.blake2b(text.encode(), digest_size=8, key=str(seed).encode()).digest()
+    return int.from_bytes(digest, "big") < fraction * 2**64

@@ -8,6 +8,7 @@ from torch import nn
 
 from encoderkit.models.albert import AlbertConfig, AlbertForPreTraining
 from encoderkit.objectives.baseline import UnigramBaseline
+from encoderkit.objectives.mlm import MaskedLmTally, masked_lm_loss, model_device
 
 
 def build_model(config: AlbertConfig, settings: None) -> AlbertForPreTraining:
@@ -33,10 +34,7 @@ class MlmSopObjective:
         mlm_logits, sop_logits = model(
             batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], mlm_mask=mlm_mask
         )
-        # Normalise by the global number of masked tokens, so N processes sum to one process's mean.
-        num_masked = batch.get("num_masked_global", targets.numel())
-        mlm_loss = F.cross_entropy(mlm_logits.float(), targets, reduction="sum")
-        mlm_loss = mlm_loss * batch.get("world_size", 1) / max(num_masked, 1)
+        mlm_loss = masked_lm_loss(mlm_logits, targets, batch)
         sop_loss = F.cross_entropy(sop_logits.float(), batch["sop_labels"])
 
         with torch.no_grad():
@@ -49,6 +47,21 @@ class MlmSopObjective:
                 "sop_acc": float((sop_logits.argmax(-1) == batch["sop_labels"]).float().mean()),
             }
         return mlm_loss + sop_loss, metrics
+
+    def evaluate(self, model: nn.Module, batches, step: int) -> dict:
+        """Held-out numbers over all of `batches`: masked-token accuracy and perplexity (with the unigram
+        baseline's), sentence-order accuracy."""
+        tally = MaskedLmTally(self.unigram)
+        device = model_device(model)
+        sop_correct = sop_count = 0
+        for batch in batches:
+            mlm_mask = batch["mlm_labels"] != -100
+            mlm_logits, sop_logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                                           batch["token_type_ids"].to(device), mlm_mask=mlm_mask.to(device))
+            tally.add(mlm_logits, batch["mlm_labels"][mlm_mask].to(device), batch["input_ids"][mlm_mask].to(device))
+            sop_correct += int((sop_logits.argmax(-1).cpu() == batch["sop_labels"]).sum())
+            sop_count += len(batch["sop_labels"])
+        return {**tally.results("mlm"), "sop_acc": sop_correct / max(sop_count, 1)}
 
     def state_dict(self) -> dict:
         return self.unigram.state_dict()

@@ -19,6 +19,7 @@ from torch import nn
 from encoderkit.fields import value_range
 from encoderkit.models.electra import ElectraConfig, ElectraGeneratorDiscriminator
 from encoderkit.objectives.baseline import UnigramBaseline
+from encoderkit.objectives.mlm import MaskedLmTally, masked_lm_loss, model_device
 
 
 @dataclass
@@ -106,6 +107,12 @@ class CollapseAlarm:
             warnings.warn(message, stacklevel=2)
         return alarms
 
+    def check_held_out(self, step: int, auc: float, recall: float, gen_acc: float) -> list[str]:
+        """The same alarms on one held-out evaluation at optimizer step `step` (a whole validation set is
+        already an average, so no window)."""
+        self.history, self.calls = [(auc, recall, gen_acc)] * self.window, max(self.calls, step - 1)
+        return self.update(auc, recall, gen_acc)
+
     def state_dict(self) -> dict:
         return {"history": self.history, "calls": self.calls, "raised": sorted(self.raised)}
 
@@ -125,6 +132,7 @@ class ReplacedTokenDetectionObjective:
         self.discriminator_weight = discriminator_weight
         self.temperature = temperature
         self.alarm = alarm or CollapseAlarm()
+        self.alarm_reads_held_out = False  # set by the first held-out evaluation
 
     def __call__(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
         input_ids, attention, token_types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
@@ -137,13 +145,10 @@ class ReplacedTokenDetectionObjective:
         gen_logits, disc_logits, disc_input = model(
             input_ids, attention, token_types, mlm_mask, uniforms, self.temperature
         )
-        num_masked = batch.get("num_masked_global", targets.numel())
-        gen_loss = F.cross_entropy(gen_logits.float(), targets, reduction="sum") * world / max(num_masked, 1)
+        gen_loss = masked_lm_loss(gen_logits, targets, batch)
 
-        original = input_ids.clone()
-        original[mlm_mask] = targets
         real = attention.bool()
-        replaced = (disc_input != original) & real
+        replaced = replaced_tokens(input_ids, mlm_mask, targets, disc_input, real)
         per_token = F.binary_cross_entropy_with_logits(disc_logits.float(), replaced.float(), reduction="none")
         num_tokens = batch.get("num_tokens_global", int(real.sum()))
         disc_loss = (per_token * real).sum() * world / max(num_tokens, 1)
@@ -165,8 +170,39 @@ class ReplacedTokenDetectionObjective:
                 "disc_recall": true_pos / max(int(truth.sum()), 1),
                 "disc_auc": binary_auc(scores, truth),
             }
-            self.alarm.update(metrics["disc_auc"], metrics["disc_recall"], metrics["gen_acc"])
+            if not self.alarm_reads_held_out:
+                self.alarm.update(metrics["disc_auc"], metrics["disc_recall"], metrics["gen_acc"])
         return loss, metrics
+
+    def evaluate(self, model: nn.Module, batches, step: int) -> dict:
+        """Held-out numbers over all of `batches`: the generator's accuracy and perplexity (with the unigram
+        baseline's), the discriminator's AUC, precision and recall over every real token. Replacements are
+        sampled with the same seed at every evaluation, so the numbers compare across steps. From the first
+        evaluation on, the collapse alarm reads these numbers instead of the training batches'."""
+        tally = MaskedLmTally(self.unigram)
+        device = model_device(model)
+        sampling = torch.Generator().manual_seed(0)
+        all_scores, all_truth = [], []
+        for batch in batches:
+            input_ids, attention = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            mlm_mask = (batch["mlm_labels"] != -100).to(device)
+            targets = batch["mlm_labels"].to(device)[mlm_mask]
+            uniforms = torch.rand(int(mlm_mask.sum()), generator=sampling).to(device)
+            gen_logits, disc_logits, disc_input = model(input_ids, attention, batch["token_type_ids"].to(device),
+                                                        mlm_mask, uniforms, self.temperature)
+            tally.add(gen_logits, targets, input_ids[mlm_mask])
+            real = attention.bool()
+            all_scores.append(disc_logits[real].float().cpu())
+            all_truth.append(replaced_tokens(input_ids, mlm_mask, targets, disc_input, real)[real].cpu())
+        scores, truth = torch.cat(all_scores), torch.cat(all_truth)
+        predicted = scores > 0
+        true_pos = int((predicted & truth).sum())
+        results = {**tally.results("gen"), "disc_auc": binary_auc(scores, truth),
+                   "disc_precision": true_pos / max(int(predicted.sum()), 1),
+                   "disc_recall": true_pos / max(int(truth.sum()), 1)}
+        self.alarm_reads_held_out = True
+        self.alarm.check_held_out(step, results["disc_auc"], results["disc_recall"], results["gen_acc"])
+        return results
 
     def sampling_uniforms(self, mlm_mask: torch.Tensor, row_offset: int) -> torch.Tensor:
         """One uniform number [N] per masked position (the model samples a replacement with it), drawn
@@ -182,9 +218,19 @@ class ReplacedTokenDetectionObjective:
 
     def state_dict(self) -> dict:
         return {"alarm": self.alarm.state_dict(), "unigram": self.unigram.state_dict(),
-                "sampling_seeds": self.sampling_seeds.get_state().tolist()}
+                "sampling_seeds": self.sampling_seeds.get_state().tolist(),
+                "alarm_reads_held_out": self.alarm_reads_held_out}
 
     def load_state_dict(self, state: dict) -> None:
         self.alarm.load_state_dict(state["alarm"])
         self.unigram.load_state_dict(state["unigram"])
         self.sampling_seeds.set_state(torch.tensor(state["sampling_seeds"], dtype=torch.uint8))
+        self.alarm_reads_held_out = state.get("alarm_reads_held_out", False)
+
+
+def replaced_tokens(input_ids, mlm_mask, targets, disc_input, real) -> torch.Tensor:
+    """The discriminator's labels (bool [B, S]): real tokens whose input differs from the original text
+    (a sample equal to the original counts as original)."""
+    original = input_ids.clone()
+    original[mlm_mask] = targets
+    return (disc_input != original) & real

@@ -44,6 +44,14 @@ class DataConfig:
     random_token_prob: float = field(default=0.1, metadata=value_range(0, 1))
     # Swap the two segments half the time for sentence-order prediction (ALBERT); ELECTRA keeps order.
     sentence_order: bool = True
+    # Held-out text, evaluated every train.eval_every steps and at the end: a fraction of data.source's documents
+    # (chosen by a hash of their text seeded with validation_seed, never trained on), or a source of its own
+    # (files, or a hub dataset name whose validation_split is read). null: no held-out evaluation.
+    validation: float | str | list[str] | None = None
+    validation_split: str = "validation"
+    validation_seed: int = 0
+    # At most this many batches (of train.batch_size rows) of held-out text, masked once, the same at every evaluation.
+    validation_batches: int = field(default=20, metadata=value_range(1))
 
 
 @dataclass
@@ -69,6 +77,9 @@ class ModelRecipe:
     # model.vocab_size as the recipe file states it (a recorded recipe does), else None: the run sets the
     # config's from the tokenizer and refuses a file that states another.
     stated_vocab_size: int | None = None
+    # Continued pretraining: a model dir (a run dir of the objective) whose weights, config.json and tokenizer the
+    # run starts from; the recipe's model fields must then agree with its config.json.
+    init_from: str | None = None
 
 
 @dataclass
@@ -220,8 +231,10 @@ def validate(raw: dict) -> PretrainRecipe:
     family = model_raw.pop("family", None)
     if family not in FAMILIES:
         raise RecipeError(f"model.family: {family!r} is not one of: {', '.join(FAMILIES)}")
-    if family != spec.family:
-        raise RecipeError(f"objective: '{objective}' trains the {spec.family} family, but model.family is '{family}'")
+    if family not in spec.families:
+        raise RecipeError(f"objective: '{objective}' trains the {' or '.join(spec.families)} family, but "
+                          f"model.family is '{family}'")
+    init_from = model_raw.pop("init_from", None)
     recipe_raw = dict(raw)
     if "settings" in recipe_raw:
         raise RecipeError("settings: unknown key; an objective's settings go under its name (e.g. rtd:)")
@@ -230,10 +243,43 @@ def validate(raw: dict) -> PretrainRecipe:
     recipe = _build(PretrainRecipe, recipe_raw, "")
     recipe.model.config = _build(FAMILIES[family][0], model_raw, "model.")
     recipe.model.stated_vocab_size = model_raw.get("vocab_size")
+    if init_from is not None:
+        _start_from_checkpoint(recipe, init_from, model_raw, spec.init_config_dir)
     if spec.settings:
         recipe.settings = _build(spec.settings, settings_raw, f"{objective}.")
     _check_consistency(recipe)
     return recipe
+
+
+def _start_from_checkpoint(recipe: PretrainRecipe, init_from: Any, stated: dict, config_dir: str) -> None:
+    """model.init_from: the checkpoint's config.json becomes the model config; every model field the recipe states
+    must agree with it, and its family must be the recipe's."""
+    from encoderkit.models.hf_format import FAMILIES
+    from encoderkit.models.load import ModelDirError, read_model_config
+
+    if not isinstance(init_from, str):
+        raise RecipeError(f"model.init_from: expected a model directory, got {init_from!r}")
+    where = Path(init_from) / config_dir
+    try:
+        hf_config = read_model_config(where)
+    except ModelDirError as err:
+        raise RecipeError(f"model.init_from: {err}") from None
+    family = recipe.model.family
+    if hf_config["model_type"] != family:
+        raise RecipeError(f"model.init_from: '{where}' holds a {hf_config['model_type']} model, but model.family is "
+                          f"'{family}' (objective {recipe.objective}); give a {family} model dir")
+    checkpoint = FAMILIES[family][0].from_hf_dict(hf_config)
+    for key in stated:
+        ours, theirs = getattr(recipe.model.config, key), getattr(checkpoint, key)
+        if ours != theirs:
+            raise RecipeError(f"model.{key}: the recipe says {ours!r}, but {where / 'config.json'} says {theirs!r}; "
+                              "remove it from the recipe's model section or make them agree")
+    if recipe.tokenizer.path:
+        raise RecipeError("tokenizer.path: a run with model.init_from uses the checkpoint's own tokenizer; remove "
+                          "tokenizer.path")
+    recipe.model.config = checkpoint
+    recipe.model.stated_vocab_size = checkpoint.vocab_size
+    recipe.model.init_from = init_from
 
 
 def _check_consistency(recipe: PretrainRecipe) -> None:
@@ -262,6 +308,20 @@ def _check_consistency(recipe: PretrainRecipe) -> None:
             local_files(recipe.data.source)
         except CorpusError as err:
             raise RecipeError(f"data.source: {err}") from None
+    _check_validation(recipe)
+
+
+def _check_validation(recipe: PretrainRecipe) -> None:
+    validation, eval_every, max_steps = recipe.data.validation, recipe.train.eval_every, recipe.train.max_steps
+    if isinstance(validation, float) and not 0 < validation < 1:
+        raise RecipeError(f"data.validation: {validation} is not a fraction of the documents between 0 and 1 "
+                          "(or give files or a hub dataset)")
+    if eval_every is not None and validation is None:
+        raise RecipeError("train.eval_every: there is no held-out text to evaluate; set data.validation (e.g. 0.05 "
+                          "holds out 5% of the documents) or remove train.eval_every")
+    if eval_every is not None and eval_every > max_steps:
+        raise RecipeError(f"train.eval_every: {eval_every} is larger than the run (train.max_steps={max_steps}); "
+                          "the run evaluates at its end anyway: choose a smaller value or remove it")
 
 
 def _build(cls, raw: Any, prefix: str):
@@ -279,6 +339,8 @@ def to_dict(recipe) -> dict:
     out = dataclasses.asdict(recipe)
     model, settings = out.pop("model"), out.pop("settings")
     out["model"] = {"family": model["family"], **model["config"]}
+    if model["init_from"] is not None:
+        out["model"]["init_from"] = model["init_from"]
     if model["stated_vocab_size"] is None:  # not known before the tokenizer is: see commands/pretrain.py
         del out["model"]["vocab_size"]
     if settings is not None:

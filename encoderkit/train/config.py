@@ -28,5 +28,7 @@ class TrainConfig:
     log_every: int = field(default=10, metadata=value_range(1))
     save_every: int = field(default=500, metadata=value_range(1))
     keep_last: int = field(default=2, metadata=value_range(1))
+    # Held-out evaluation every this many steps (and at the start and the end); null: at the end only.
+    eval_every: int | None = field(default=None, metadata=value_range(1))
     # A run stops after this many non-finite losses in a row (each is skipped and counted).
     max_nonfinite_steps: int = field(default=10, metadata=value_range(1))

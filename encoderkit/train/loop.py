@@ -2,8 +2,9 @@
 
 What differs between recipes is the model, the objective (a callable returning loss and metrics)
 and the batch stream; the loop handles devices and processes (accelerate), accumulation,
-clipping, the schedule, non-finite losses, atomic checkpoints, exact resume, progress and
-metrics.jsonl.
+clipping, the schedule, non-finite losses, atomic checkpoints, exact resume, progress,
+metrics.jsonl, TensorBoard event files (RUN_DIR/tensorboard, through accelerate's trackers, so a
+multi-process run logs once) and at the end a PNG of the curves (train/plot.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from torch import nn
 from encoderkit.errors import UserError
 from encoderkit.train.config import TrainConfig
 from encoderkit.train.optim import build_optimizer, parameter_groups, warmup_then_decay
+from encoderkit.train.plot import CURVES_FILE, plot_metrics
 from encoderkit.train.run_dir import (
     METRICS_FILE,
     append_metrics,
@@ -36,19 +38,22 @@ from encoderkit.train.run_dir import (
 )
 
 Objective = Callable[[nn.Module, dict], tuple[torch.Tensor, dict]]
+TENSORBOARD_DIR = "tensorboard"  # under the run dir
 
 
 class TrainingDiverged(UserError):
     """Too many non-finite steps in a row; the checkpoints on disk all predate the streak."""
 
 
-def make_accelerator(mixed_precision: str = "no") -> Accelerator:
-    """An Accelerator that sees every process the launcher started, or a one-line refusal.
+def make_accelerator(mixed_precision: str = "no", run_dir: Path | None = None) -> Accelerator:
+    """An Accelerator that sees every process the launcher started, or a one-line refusal; with `run_dir`, it
+    logs to TensorBoard event files under RUN_DIR/tensorboard (the main process only).
 
     accelerate 1.x on a torch without CUDA counts one process under torchrun unless ACCELERATE_USE_CPU is set
     (the entry point sets it: runtime.use_cpu_processes); N unaware processes would train N separate runs.
     """
-    accelerator = Accelerator(mixed_precision=mixed_precision)
+    trackers = {"log_with": "tensorboard", "project_dir": run_dir} if run_dir is not None else {}
+    accelerator = Accelerator(mixed_precision=mixed_precision, **trackers)
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:
         raise UserError(f"the launcher started {launched} processes (WORLD_SIZE) but accelerate sees "
@@ -76,6 +81,7 @@ def train(
     param_groups: list[dict] | None = None,
     evaluate: Callable[[nn.Module, int], dict] | None = None,
     eval_every: int | None = None,
+    evaluate_at_start: bool = False,
     accelerator: Accelerator | None = None,
     console: Console | None = None,
 ) -> TrainResult:
@@ -83,12 +89,14 @@ def train(
 
     Every process draws the same global micro-batch and keeps its own rows, so N processes
     see exactly the batch one process would. `batches` may offer state_dict/load_state_dict
-    for exact resume. `evaluate(model, step)` runs every `eval_every` steps and at the end.
+    for exact resume. `evaluate(model, step)` runs every `eval_every` steps and at the end (and before
+    the first step with `evaluate_at_start`, unless resuming).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     console = console or Console(stderr=True)
-    accelerator = accelerator or make_accelerator(cfg.mixed_precision)
+    accelerator = accelerator or make_accelerator(cfg.mixed_precision, run_dir)
+    _start_trackers(accelerator)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
@@ -122,8 +130,11 @@ def train(
     window_tokens, window_start = 0, time.perf_counter()
     progress = _progress(console, accelerator.is_main_process)
     task = progress.add_task("train", total=cfg.max_steps, completed=step, status="")
+    clock = _Clock(step, cfg.max_steps)
 
     applied = 0  # steps applied by this call (not counting those before a resume)
+    if evaluate is not None and evaluate_at_start and step == 0:
+        _run_evaluation(evaluate, model, raw_model, step, metrics_file, accelerator, console)
     model.train()
     with progress:
         while step < cfg.max_steps:
@@ -162,11 +173,13 @@ def train(
                     nonfinite_steps=nonfinite_total,
                 )
                 window, window_tokens, window_start = {}, 0, time.perf_counter()
+                accelerator.log(_scalars(last_metrics, "train/"), step=step)
                 if accelerator.is_main_process:
                     append_metrics(metrics_file, last_metrics)
                     progress.update(task, status=_status(last_metrics, shown))
                     if not console.is_terminal:
-                        console.log(_status(last_metrics, shown))
+                        _print_line(console, f"step {step}/{cfg.max_steps}  {_status(last_metrics, shown)}  "
+                                             f"{clock.left(step)} left")
             if nonfinite_run >= cfg.max_nonfinite_steps:
                 raise TrainingDiverged(_diverged_message(nonfinite_run, step, broken, cfg, run_dir, applied, resume))
             if evaluate is not None and eval_every and step % eval_every == 0 and step < cfg.max_steps:
@@ -184,7 +197,20 @@ def train(
 
     if evaluate is not None:
         last_metrics.update(_run_evaluation(evaluate, model, raw_model, step, metrics_file, accelerator, console))
+    accelerator.end_training()
+    if accelerator.is_main_process:
+        plot_metrics(metrics_file, run_dir / CURVES_FILE)
     return TrainResult(raw_model, step, nonfinite_total, last_metrics)
+
+
+def _start_trackers(accelerator: Accelerator) -> None:
+    if accelerator.log_with and not accelerator.trackers:
+        accelerator.init_trackers(TENSORBOARD_DIR)
+
+
+def _scalars(metrics: dict, prefix: str) -> dict:
+    """The numbers of a metrics record, named for TensorBoard (train/loss, eval/mlm_acc); the step is its axis."""
+    return {prefix + k: v for k, v in metrics.items() if k != "step" and isinstance(v, int | float)}
 
 
 def _geometry(cfg: TrainConfig) -> dict:
@@ -279,9 +305,10 @@ def _run_evaluation(evaluate, model, raw_model, step, metrics_file, accelerator,
     with torch.no_grad():
         results = evaluate(raw_model, step)
     model.train()
+    accelerator.log(_scalars(results, "eval/"), step=step)
     if accelerator.is_main_process:
         append_metrics(metrics_file, {"step": step, **{f"eval_{k}": v for k, v in results.items()}})
-        console.log(f"step {step} eval: " + ", ".join(f"{k}={v:.4f}" for k, v in results.items()))
+        _print_line(console, f"step {step} held-out: " + ", ".join(f"{k} {v:.4g}" for k, v in results.items()))
     return {f"eval_{k}": v for k, v in results.items()}
 
 
@@ -326,6 +353,24 @@ def shown_metrics(objective) -> list[tuple[str, str]]:
 
 def _status(metrics: dict, shown: list[tuple[str, str]]) -> str:
     return "  ".join(fmt.format(metrics[k]) for k, fmt in shown if k in metrics)
+
+
+def _print_line(console: Console, line: str) -> None:
+    """One line, never wrapped or marked up (a log file or CI reads it as it is)."""
+    console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
+class _Clock:
+    """Time left, from the pace of the steps this process has run so far."""
+
+    def __init__(self, first_step: int, total: int):
+        self.first_step, self.total, self.start = first_step, total, time.perf_counter()
+
+    def left(self, step: int) -> str:
+        done = step - self.first_step
+        seconds = (time.perf_counter() - self.start) / done * (self.total - step) if done else 0.0
+        minutes, seconds = divmod(round(seconds), 60)
+        return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
 
 
 def _progress(console: Console, enabled: bool) -> Progress:
