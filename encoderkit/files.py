@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -75,6 +75,20 @@ def replace_dir(directory: Path, fill: Callable[[Path], None]) -> None:
         os.replace(directory, old)
     os.replace(new, directory)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def jsonl_rows(path: Path, error: type[Exception]) -> Iterator[tuple[int, str, object]]:
+    """(line number, where, parsed value) for each non-blank line of a JSON Lines file, `where` naming the file
+    and the line; a line that is not JSON raises `error` saying so there."""
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            where = f"{path}, line {number}"
+            try:
+                yield number, where, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise error(f"{where}: not valid JSON ({err})") from None
 
 
 def rng_state_to_json(state: tuple) -> list:

@@ -23,6 +23,7 @@ import torch
 
 from encoderkit.data.classification import EncodedExamples, encode_examples
 from encoderkit.errors import UserError
+from encoderkit.files import jsonl_rows
 
 
 class ChoiceDataError(UserError):
@@ -100,22 +101,14 @@ def _read_race(path: Path) -> list[ChoiceExample]:
 
 def _read_jsonl(path: Path) -> list[ChoiceExample]:
     examples = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ChoiceDataError(f"{where}: not valid JSON ({err})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("context"), str) or \
-                    not isinstance(row.get("choices"), list) or not all(isinstance(c, str) for c in row["choices"]):
-                raise ChoiceDataError(f"{where}: expected a JSON object with a context (text) and choices (texts)")
-            label = row.get("label")
-            if label is not None and not isinstance(label, int):
-                raise ChoiceDataError(f"{where}: label {label!r} is not a choice index")
-            examples.append(ChoiceExample(str(row.get("id", number - 1)), row["context"], row["choices"], label))
+    for number, where, row in jsonl_rows(path, ChoiceDataError):
+        if not isinstance(row, dict) or not isinstance(row.get("context"), str) or \
+                not isinstance(row.get("choices"), list) or not all(isinstance(c, str) for c in row["choices"]):
+            raise ChoiceDataError(f"{where}: expected a JSON object with a context (text) and choices (texts)")
+        label = row.get("label")
+        if label is not None and not isinstance(label, int):
+            raise ChoiceDataError(f"{where}: label {label!r} is not a choice index")
+        examples.append(ChoiceExample(str(row.get("id", number - 1)), row["context"], row["choices"], label))
     return examples
 
 

@@ -22,6 +22,7 @@ import torch
 
 from encoderkit.data.classification import EncodedExamples
 from encoderkit.errors import UserError
+from encoderkit.files import jsonl_rows
 
 HUB_DATASETS = ("squad", "squad_v2")
 Span = tuple[int, int]
@@ -89,18 +90,10 @@ def _read_squad_json(path: Path) -> tuple[list[QAExample], bool]:
 
 def _read_jsonl(path: Path) -> list[QAExample]:
     examples = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise QADataError(f"{where}: not valid JSON ({err})") from None
-            if not isinstance(row, dict):
-                raise QADataError(f"{where}: expected a JSON object with id, question, context, answers")
-            examples.append(_example_from_row(row, where))
+    for _, where, row in jsonl_rows(path, QADataError):
+        if not isinstance(row, dict):
+            raise QADataError(f"{where}: expected a JSON object with id, question, context, answers")
+        examples.append(_example_from_row(row, where))
     return examples
 
 
