@@ -26,6 +26,7 @@ import argparse
 import csv
 import json
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -114,6 +115,7 @@ def finetune(model_dir: Path, run: Path, data: dict[str, Path], seed: int, args)
     """Test accuracy of one fine-tuning run (best epoch on validation)."""
     predictions = run / "predictions" / "test.tsv"
     if not predictions.is_file():
+        shutil.rmtree(run, ignore_errors=True)  # what an interrupted run left
         encoderkit("finetune", "classify", "--model", str(model_dir), "--train", str(data["train"]),
                    "--validation", str(data["validation"]), "--test", str(data["test"]),
                    f"finetune.max_seq_length={SEQ}", f"finetune.epochs={args.epochs}", "finetune.warmup_fraction=0.1",
