@@ -144,7 +144,7 @@ def bag_of_words(data: dict[str, Path]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/pretrain-helps"))
-    parser.add_argument("--steps", type=int, default=100, help="pretraining steps (the same for both)")
+    parser.add_argument("--steps", type=int, default=30, help="pretraining steps (the same for both)")
     parser.add_argument("--batch-size", type=int, default=64, help="pretraining sequences per step")
     parser.add_argument("--albert-lr", type=float, default=2e-3)
     parser.add_argument("--electra-lr", type=float, default=1e-3)
@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=300, help="labelled training sentences per class")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--finetune-lr", type=float, default=2e-4)
-    parser.add_argument("--jobs", type=int, default=2, help="CLI processes at a time")
+    parser.add_argument("--jobs", type=int, default=4, help="CLI processes at a time")
     args = parser.parse_args()
     out, start = args.out, time.perf_counter()
     data = write_data(out / "data", args.per_class, seed=0)
@@ -166,30 +166,34 @@ def main() -> None:
               f"train.warmup_steps={args.steps // 10}", "train.seed=0", "data.validation=0.03",
               f"train.save_every={args.steps}", f"train.log_every={max(1, args.steps // 20)}"]
     learning_rates = {"albert": args.albert_lr, "electra": args.electra_lr}
-    scores: dict[str, list[float]] = {}
+    accuracy: dict[str, dict[int, float]] = {}  # "albert random" -> {seed: test accuracy}
 
     def encoder_dir(run: Path, family: str) -> Path:
         return run / "discriminator" if family == "electra" else run
 
-    def pretrained(family: str) -> None:
-        run = out / f"pretrain-{family}"
-        pretrain(family, run, [*shared, *budget, f"train.learning_rate={learning_rates[family]}"])
-        scores[f"{family} pretrained"] = [
-            finetune(encoder_dir(run, family), out / f"finetune-{family}-pretrained-{seed}", data, seed, args)
-            for seed in range(args.seeds)]
+    def tune(family: str, init: str, seed: int, model_dir: Path) -> None:
+        result = finetune(model_dir, out / f"finetune-{family}-{init}-{seed}", data, seed, args)
+        accuracy.setdefault(f"{family} {init}", {})[seed] = result
 
-    def random_init(family: str, seed: int) -> None:
-        run = out / f"random-{family}-{seed}"
-        pretrain(family, run, [*shared, "train.max_steps=0", f"train.seed={seed}"])
-        scores.setdefault(f"{family} random", []).append(
-            finetune(encoder_dir(run, family), out / f"finetune-{family}-random-{seed}", data, seed, args))
-
-    # The longest chain (ELECTRA: pretraining, then its fine-tunings) first; the random-init runs fill the gaps.
+    # The pretraining runs start first (ELECTRA's, the longest, before ALBERT's); the random-init runs fill the
+    # other processes meanwhile; each pretrained model's fine-tunings are queued as soon as it is saved.
     with ThreadPoolExecutor(args.jobs) as pool:
-        chains = [pool.submit(pretrained, "electra"), pool.submit(pretrained, "albert")]
-        chains += [pool.submit(random_init, family, seed) for seed in range(args.seeds) for family in RECIPES]
-        for chain in chains:
-            chain.result()
+        def pretrained(family: str) -> None:
+            run = out / f"pretrain-{family}"
+            pretrain(family, run, [*shared, *budget, f"train.learning_rate={learning_rates[family]}"])
+            tasks.extend(pool.submit(tune, family, "pretrained", seed, encoder_dir(run, family))
+                         for seed in range(args.seeds))
+
+        def random_init(family: str, seed: int) -> None:
+            run = out / f"random-{family}-{seed}"
+            pretrain(family, run, [*shared, "train.max_steps=0", f"train.seed={seed}"])
+            tune(family, "random", seed, encoder_dir(run, family))
+
+        tasks = [pool.submit(pretrained, family) for family in ("electra", "albert")]
+        tasks += [pool.submit(random_init, family, seed) for seed in range(args.seeds) for family in RECIPES]
+        while tasks:  # a pretraining task adds its fine-tunings before it completes
+            tasks.pop(0).result()
+    scores = {name: [by_seed[seed] for seed in sorted(by_seed)] for name, by_seed in accuracy.items()}
     report(args, tokens, scores, bag_of_words(data), time.perf_counter() - start, out)
 
 
