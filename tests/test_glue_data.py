@@ -108,19 +108,19 @@ def test_missing_task_folder_and_missing_file_are_named(tmp_path):
 
 
 def test_row_with_wrong_column_count_names_file_and_line():
-    with pytest.raises(GlueDataError, match=r"RTE/train\.tsv, line 3: 3 tab-separated columns, expected 4"):
+    with pytest.raises(GlueDataError, match=r"RTE/train\.tsv:3: 3 tab-separated columns, expected 4"):
         load_task("rte", BROKEN / "wrong_column_count", splits=["train"])
 
 
 def test_label_outside_the_task_names_file_line_and_valid_labels():
-    with pytest.raises(GlueDataError, match=r"SST-2/train\.tsv, line 4: label '2' is not one of 0, 1"):
+    with pytest.raises(GlueDataError, match=r"SST-2/train\.tsv:4: label '2' is not one of 0, 1"):
         load_task("sst2", BROKEN / "bad_label", splits=["train"])
-    with pytest.raises(GlueDataError, match=r"STS-B/train\.tsv, line 2: score 'high' is not a number"):
+    with pytest.raises(GlueDataError, match=r"STS-B/train\.tsv:2: score 'high' is not a number"):
         load_task("stsb", BROKEN / "bad_score", splits=["train"])
 
 
 def test_a_header_without_the_tasks_columns_is_reported():
-    with pytest.raises(GlueDataError, match=r"QQP/train\.tsv, line 1: no column 'question1'"):
+    with pytest.raises(GlueDataError, match=r"QQP/train\.tsv:1: no column 'question1'"):
         load_task("qqp", BROKEN / "wrong_header", splits=["train"])
 
 

@@ -231,14 +231,14 @@ def _read_tsv_split(task: GlueTask, split: GlueSplit, path: Path) -> list[GlueEx
         missing = [name for name in needed if name not in column]
         if missing:
             raise GlueDataError(
-                f"{path}, line 1: no column {missing[0]!r} in the header ({', '.join(header)}); "
+                f"{path}:1: no column {missing[0]!r} in the header ({', '.join(header)}); "
                 f"is this the GLUE {task.glue_dir} file?"
             )
         examples = []
         for row in rows:
             if not row:  # a blank line, e.g. a trailing one
                 continue
-            where = f"{path}, line {rows.line_num}"
+            where = f"{path}:{rows.line_num}"
             if len(row) != len(header):
                 raise GlueDataError(
                     f"{where}: {len(row)} tab-separated columns, expected {len(header)} ({', '.join(header)})"

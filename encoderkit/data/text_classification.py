@@ -11,7 +11,6 @@ as encode_examples takes them.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from encoderkit.data.glue import accuracy, matthews_corrcoef, pearson, spearman
 from encoderkit.errors import UserError
+from encoderkit.files import jsonl_rows
 
 SINGLE, MULTI, REGRESSION = "single_label_classification", "multi_label_classification", "regression"
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
@@ -59,16 +59,10 @@ def read_rows(path: Path) -> list[Row]:
             rows = [Row(values, f"{path}:{reader.line_num}") for values in reader]
     elif kind == "jsonl":
         rows = []
-        with open(path, encoding="utf-8") as lines:
-            for number, line in enumerate(lines, 1):
-                if line.strip():
-                    try:
-                        values = json.loads(line)
-                    except json.JSONDecodeError as err:
-                        raise TextDataError(f"{path}:{number}: not JSON ({err.msg})") from None
-                    if not isinstance(values, dict):
-                        raise TextDataError(f"{path}:{number}: not a JSON object")
-                    rows.append(Row(values, f"{path}:{number}"))
+        for _, where, values in jsonl_rows(path, TextDataError):
+            if not isinstance(values, dict):
+                raise TextDataError(f"{where}: not a JSON object")
+            rows.append(Row(values, where))
     else:
         import pyarrow.parquet
 
