@@ -139,7 +139,8 @@ def test_without_data_dir_an_unreachable_hub_says_to_pass_data_dir(monkeypatch):
         raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub (LocalEntryNotFoundError)\nmore detail")
 
     _fake_datasets(monkeypatch, offline)
-    with pytest.raises(GlueDataError, match="could not load GLUE task rte .*hub.*pass --data-dir") as caught:
+    expected = r"could not load 'nyu-mll/glue:rte' \(train\) from the Hugging Face hub: .*pass --data-dir"
+    with pytest.raises(GlueDataError, match=expected) as caught:
         load_task("rte")
     assert "\n" not in str(caught.value)
 
@@ -147,7 +148,7 @@ def test_without_data_dir_an_unreachable_hub_says_to_pass_data_dir(monkeypatch):
 def test_hub_rows_become_the_same_examples_as_tsv_rows(monkeypatch):
     requests = []
 
-    def load_dataset(path, name, split):
+    def load_dataset(path, name, split, streaming):
         requests.append((path, name, split))
         label = -1 if split.startswith("test") else 2
         return [{"premise": "P", "hypothesis": "H", "label": label, "idx": 7}]

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from encoderkit.data.glue import accuracy, matthews_corrcoef, pearson, spearman
+from encoderkit.data.hub import load_split
 from encoderkit.errors import UserError
 from encoderkit.files import jsonl_rows
 
@@ -82,15 +83,7 @@ def split_rows(rows: list[Row], column: str, path: Path) -> dict[str, list[Row]]
 
 
 def load_hub_rows(name: str, split: str) -> list[Row]:
-    import datasets
-
-    path, _, config = name.partition(":")
-    try:
-        dataset = datasets.load_dataset(path, config or None, split=split)
-    except Exception as err:  # offline, hub down, unknown name: all mean "use local files"
-        reason = (str(err).splitlines() or [""])[0]
-        raise TextDataError(f"could not load {name!r} ({split}) from the Hugging Face hub: {type(err).__name__}: "
-                            f"{reason}; pass local files instead") from err
+    dataset = load_split(name, split, TextDataError, "pass local files instead")
     names = {}
     for column, feature in dataset.features.items():  # class-index columns: their names, as the dataset gives them
         names[column] = getattr(feature, "names", None) or getattr(getattr(feature, "feature", None), "names", None)

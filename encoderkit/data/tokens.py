@@ -19,6 +19,7 @@ from typing import ClassVar
 import torch
 
 from encoderkit.data.classification import EncodedExamples
+from encoderkit.data.hub import load_split
 from encoderkit.errors import UserError
 from encoderkit.files import jsonl_rows
 
@@ -88,15 +89,7 @@ def read_jsonl(path: Path) -> list[TaggedSentence]:
 def load_hub_tagged(name: str, split: str, tag_column: str) -> list[TaggedSentence]:
     """A hub dataset's split with a `tokens` column and a tag column (strings, or class indices whose names the
     dataset's features give, as conll2003's ner_tags)."""
-    import datasets
-
-    path, _, config = name.partition(":")
-    try:
-        rows = datasets.load_dataset(path, config or None, split=split)
-    except Exception as err:  # offline, hub down, unknown name: all mean "use local files"
-        reason = (str(err).splitlines() or [""])[0]
-        raise TokenDataError(f"could not load {name!r} ({split}) from the Hugging Face hub: {type(err).__name__}: "
-                             f"{reason}; pass local files instead") from err
+    rows = load_split(name, split, TokenDataError, "pass local files instead")
     for column in ("tokens", tag_column):
         if column not in rows.column_names:
             raise TokenDataError(f"{name} ({split}): no column {column!r} (columns: {', '.join(rows.column_names)})")
