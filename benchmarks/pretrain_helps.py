@@ -189,7 +189,8 @@ def main() -> None:
             pretrain(family, run, [*shared, "train.max_steps=0", f"train.seed={seed}"])
             tune(family, "random", seed, encoder_dir(run, family))
 
-        tasks = [pool.submit(pretrained, family) for family in ("electra", "albert")]
+        tasks = []  # filled before any task can extend it
+        tasks += [pool.submit(pretrained, family) for family in ("electra", "albert")]
         tasks += [pool.submit(random_init, family, seed) for seed in range(args.seeds) for family in RECIPES]
         while tasks:  # a pretraining task adds its fine-tunings before it completes
             tasks.pop(0).result()
