@@ -3,7 +3,9 @@ pretrained on real English prose for the same token budget, then each, and a ran
 the same shape and tokenizer, is fine-tuned on a real labelled sentence task, three seeds each. Everything runs
 through the CLI (`encoderkit pretrain`, `encoderkit finetune classify`), so the product is what is measured.
 
-    python -m benchmarks.pretrain_helps [--out runs/pretrain-helps] [--steps 600] [--seeds 3] ...
+    python -m benchmarks.pretrain_helps [--out runs/pretrain-helps] [--steps 800] [--epochs 3] [--seeds 3] ...
+
+(benchmarks/README.md says what was measured: on a busy machine only a 30-step, one-epoch, one-seed run finished.)
 
 Data: the Brown corpus (benchmarks/brown.py). Pretraining prose: the sentences of the corpus's train samples,
 one document per sample. The task: which of three groups of genres a single sentence comes from: press
@@ -144,7 +146,7 @@ def bag_of_words(data: dict[str, Path]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/pretrain-helps"))
-    parser.add_argument("--steps", type=int, default=30, help="pretraining steps (the same for both)")
+    parser.add_argument("--steps", type=int, default=800, help="pretraining steps (the same for both)")
     parser.add_argument("--batch-size", type=int, default=64, help="pretraining sequences per step")
     parser.add_argument("--albert-lr", type=float, default=2e-3)
     parser.add_argument("--electra-lr", type=float, default=1e-3)
@@ -152,7 +154,7 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=300, help="labelled training sentences per class")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--finetune-lr", type=float, default=2e-4)
-    parser.add_argument("--jobs", type=int, default=4, help="CLI processes at a time")
+    parser.add_argument("--jobs", type=int, default=2, help="CLI processes at a time")
     args = parser.parse_args()
     out, start = args.out, time.perf_counter()
     data = write_data(out / "data", args.per_class, seed=0)
