@@ -290,7 +290,7 @@ def quantize(
     overrides: list[str] = OVERRIDES,
     model: Path = typer.Option(..., "--model", help="A fine-tuned classifier in Hugging Face format with its "
                                "tokenizer (BERT, ELECTRA, RoBERTa, ALBERT, I-BERT), e.g. the best/ dir of "
-                               "`finetune glue`, or a `finetune tokens` / `finetune classify` run dir (its best/)."),
+                               "`finetune glue`, or a `finetune tokens` run dir (its best/ is quantized)."),
     task: str = typer.Option(None, "--task", help="A sequence classifier's GLUE task: cola, sst2, mrpc, "
                              "stsb, qqp, mnli, qnli, rte, wnli."),
     data_dir: Path = typer.Option(None, "--data-dir", help="The GLUE download (CoLA/, SST-2/, ... with their TSV "
