@@ -19,6 +19,7 @@ next process builds it again. Eagerly too (no package at all): no C++ compiler, 
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import logging
@@ -28,6 +29,7 @@ import shutil
 import tempfile
 import threading
 import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -146,21 +148,57 @@ def _build(path: Path, fn: Callable, args: tuple, seq_dims: tuple[int | None, ..
 
 
 class _Package:
-    """A package called as the function it was built from. torch._inductor.package.load_package does the same
-    (AOTICompiledModel) but imports torch's whole compiler first: 3 s of a first answer on a busy machine."""
+    """A package's shared library, called as the function it was built from, with the GIL released while it runs
+    (through ctypes), so that schedule.py's workers run it in parallel: torch's own loader
+    (torch._C._aoti.AOTIModelPackageLoader) holds the GIL for the whole call, and
+    torch._inductor.package.load_package imports torch's whole compiler first (3 s of a first answer).
+    The C interface is AOTInductor's (torch/csrc/inductor/aoti_runtime/interface.h); the model steals the input
+    handles and hands over the output's."""
 
     def __init__(self, path: Path):
-        # (path, model name, run single-threaded, runners: one per concurrent caller, device index)
-        self._loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, os.cpu_count() or 1, -1)
+        with zipfile.ZipFile(path) as package, tempfile.NamedTemporaryFile(suffix=".so") as library:
+            library.write(package.read(next(n for n in package.namelist() if n.endswith(".so"))))
+            library.flush()
+            self._lib = ctypes.CDLL(library.name)  # mapped: the file itself can go
+        self._run = self._lib.AOTInductorModelContainerRun
+        self._run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t,
+                              ctypes.c_void_p, ctypes.c_void_p]
+        self._container = ctypes.c_void_p()
+        runners = os.cpu_count() or 1  # a model instance per concurrent caller
+        _check(self._lib.AOTInductorModelContainerCreateWithDevice(ctypes.byref(self._container),
+                                                                   ctypes.c_size_t(runners), b"cpu", None))
+
+    def inputs(self) -> int:
+        """How many tensors it takes: a call with any other number would abort the process, not raise."""
+        count = ctypes.c_size_t()
+        _check(self._lib.AOTInductorModelContainerGetNumInputs(self._container, ctypes.byref(count)))
+        return count.value
 
     def __call__(self, *args) -> torch.Tensor:
-        (out,) = self._loader.boxed_run(torch.utils._pytree.tree_leaves(args))  # the tensors, in export's order
-        return out
+        handles = torch._C._aoti.unsafe_alloc_void_ptrs_from_tensors(torch.utils._pytree.tree_leaves(args))
+        inputs = (ctypes.c_void_p * len(handles))(*(_capsule_pointer(h, None) for h in handles))
+        output = (ctypes.c_void_p * 1)()
+        _check(self._run(self._container, inputs, len(handles), output, 1, None, None))
+        return torch._C._aoti.alloc_tensors_by_stealing_from_void_ptrs([_capsule(output[0], None, None)])[0]
+
+
+def _check(error: int) -> None:
+    if error:
+        raise RuntimeError(f"AOTInductor's runtime failed (error {error}; its message is above on stderr)")
+
+
+_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer  # torch hands the handles over as capsules
+_capsule_pointer.restype, _capsule_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+_capsule = ctypes.pythonapi.PyCapsule_New
+_capsule.restype, _capsule.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
 
 
 def _load(path: Path, fn: Callable, args: tuple, seq_dims: tuple[int | None, ...], static: dict) -> Callable:
     """The package at `path`, once it gives fn's integers on a probe of args."""
     compiled = _Package(path)
+    tensors = len(torch.utils._pytree.tree_leaves(args))
+    if compiled.inputs() != tensors:
+        raise ValueError(f"it takes {compiled.inputs()} tensors, {fn.__name__} {tensors}")
     probe = _resized(args, seq_dims, PROBE_LENGTH, example=False)
     if not torch.equal(compiled(*probe), fn(*probe, **static)):
         raise ValueError("its integers differ from the plain function's")
