@@ -3,9 +3,9 @@
 It dispatches on config.json's `model_type` (the families of hf_format.FAMILIES: albert, electra, bert, roberta,
 ibert) or, in a dir without config.json, on the integer-only I-BERT file that `encoderkit quantize` writes.
 `head` names what to build on the encoder: "base", "masked_lm", "pretraining", "discriminator",
-"sequence_classification", "question_answering", "multiple_choice" (the family's table says which it has),
-or "generator_discriminator" for an ELECTRA pretraining run dir holding generator/ and discriminator/. Every
-failure is one ModelDirError whose message names the dir or file and what to do.
+"sequence_classification", "token_classification", "question_answering", "multiple_choice" (the family's table
+says which it has), or "generator_discriminator" for an ELECTRA pretraining run dir holding generator/ and
+discriminator/. Every failure is one ModelDirError whose message names the dir or file and what to do.
 
 Nothing runs on a dir before it is checked: config.json against the family's config (types, ranges and
 relations: the fields' rules, the same the recipes are checked with), model.safetensors' header (names,
@@ -32,8 +32,10 @@ INTEGER_HEADS = ("base", "sequence_classification")
 # The command that serves each head, for the message when a dir lacks the one a command needs.
 SERVED_BY = {"masked_lm": "encoderkit fill-mask", "pretraining": "encoderkit fill-mask",
              "discriminator": "encoderkit rtd", "sequence_classification": "encoderkit predict",
-             "question_answering": "encoderkit predict", "multiple_choice": "encoderkit predict"}
-HEAD_WORDS = {"sequence_classification": "classifier", "masked_lm": "masked-LM head",
+             "token_classification": "encoderkit predict", "question_answering": "encoderkit predict",
+             "multiple_choice": "encoderkit predict"}
+HEAD_WORDS = {"sequence_classification": "classifier", "token_classification": "token-classification head",
+              "masked_lm": "masked-LM head",
               "discriminator": "discriminator head", "question_answering": "question-answering head",
               "multiple_choice": "multiple-choice head"}
 # What a dir holding (family, head) is, in the words a user knows it by.
