@@ -111,7 +111,8 @@ def reference_tokenizers(tmp_path):
     return {"wordpiece": (Tokenizer.load(tmp_path / "wordpiece"),
                           transformers.BertTokenizerFast.from_pretrained(tmp_path / "wordpiece")),
             "sentencepiece": (tiny_tokenizer(), transformers.AlbertTokenizerFast.from_pretrained(tmp_path / "spiece")),
-            "bpe": (Tokenizer.load(tmp_path / "bpe"), transformers.RobertaTokenizerFast.from_pretrained(tmp_path / "bpe"))}
+            "bpe": (Tokenizer.load(tmp_path / "bpe"),
+                    transformers.RobertaTokenizerFast.from_pretrained(tmp_path / "bpe"))}
 
 
 @pytest.mark.parametrize("kind", ["wordpiece", "sentencepiece", "bpe"])  # bpe: RoBERTa's <s> q </s></s> c </s>

@@ -92,14 +92,15 @@ def is_integer_dir(directory: str | os.PathLike) -> bool:
 
 
 def load_model(directory: str | os.PathLike, head: str = "base", classifier_dropout: float | None = None,
-               require_head: bool = False, **config_overrides) -> nn.Module:
+               require_head: bool = False, in_float: bool = False, **config_overrides) -> nn.Module:
     """The `head` model of the dir's family with the dir's weights (config_overrides replace config fields,
     e.g. num_labels=3 for a new classifier).
 
     config.json and model.safetensors' header are checked before any tensor is read, and the weights must be
     finite. Head tensors the dir lacks are an error with `require_head` (inference: a random head would answer
     nonsense), else they start fresh, which is said once on stderr (fine-tuning a new classifier).
-    `classifier_dropout` sets the dropout before a task head in the field the family keeps it in."""
+    `classifier_dropout` sets the dropout before a task head in the field the family keeps it in. `in_float`
+    (fine-tuning): an I-BERT dir saved with quant_mode true is built in float, which is said once on stderr."""
     from encoderkit.models import hf_format
 
     directory = Path(directory)
@@ -115,9 +116,17 @@ def load_model(directory: str | os.PathLike, head: str = "base", classifier_drop
         raise ModelDirError(f"{directory}: a {model_type} model has no {head} head; it has: {', '.join(served)}")
     if classifier_dropout is not None:
         field = getattr(hf_format.FAMILIES[model_type][0], "classifier_dropout_field", None)
-        if field is None:
-            raise ModelDirError(f"{directory}: a {model_type} model has no separate classifier dropout; leave it unset")
+        if field is None:  # transformers' IBert heads take hidden_dropout_prob
+            raise ModelDirError(f"{directory}: {model_type} models have no dropout of their own before a task head "
+                                "(it is hidden_dropout_prob): set the recipe's classifier_dropout to null (e.g. "
+                                "finetune.classifier_dropout=null) or use the glue-roberta-base recipe")
         config_overrides[field] = classifier_dropout
+    if in_float and config.get("quant_mode") is True and "quant_mode" not in config_overrides:
+        # I-BERT's authors fine-tune in float first; quantization-aware training is `encoderkit quantize`'s
+        warnings.warn(f"{directory} is an I-BERT saved with quant_mode true: it is fine-tuned in float "
+                      "(quant_mode false), as I-BERT's first step; `encoderkit quantize` then trains it quantized",
+                      stacklevel=1)
+        config_overrides["quant_mode"] = False
     try:
         model, fresh = hf_format.read_pretrained(directory, head, **config_overrides)
     except ValueError as err:  # a damaged file, missing or misshaped tensors, non-finite weights
