@@ -116,13 +116,14 @@ def test_the_qat_dir_of_a_roberta_loads_in_transformers_with_the_same_logits(rob
 
 @pytest.fixture(scope="module")
 def ibert_path(bpe, glue_dir, tmp_path_factory):
-    """The authors' path: an I-BERT checkpoint (quant_mode false) saved by transformers, fine-tuned in float, then
-    QAT: (the fine-tuned dir, the quantize run dir)."""
+    """The authors' path: an I-BERT checkpoint saved by transformers, fine-tuned in float, then QAT: (the fine-tuned
+    dir, the quantize run dir). The checkpoint says quant_mode true, which `finetune` turns off, saying so once."""
     root = tmp_path_factory.mktemp("ibert")
-    pretrained = saved_by_transformers("IBertForMaskedLM", "IBertConfig", bpe, root / "ibert", quant_mode=False)
+    pretrained = saved_by_transformers("IBertForMaskedLM", "IBertConfig", bpe, root / "ibert", quant_mode=True)
     finetuned = cli("finetune", "glue", "glue-roberta-base", "--task", "sst2", "--model", str(pretrained),
                     "--data-dir", str(glue_dir), *FINETUNE, f"output.dir={root / 'finetune'}")
     assert finetuned.returncode == 0, finetuned.stderr
+    assert finetuned.stderr.count("saved with quant_mode true: it is fine-tuned in float") == 1, finetuned.stderr
     best = root / "finetune" / "sst2" / "best"
     quantized = cli("quantize", "--model", str(best), "--task", "sst2", "--data-dir", str(glue_dir), *QUICK,
                     "quantize.epochs=1", f"output.dir={root / 'int8'}")
@@ -233,6 +234,15 @@ def test_force_dequant_runs_qat_and_refuses_the_integer_export_in_one_line(rober
                                                       "gelu in float")
     assert json.loads((out / "qat" / "config.json").read_text())["force_dequant"] == "gelu"
     assert "integer-only" not in result.stdout and "I-BERT QAT" in result.stdout
+
+
+def test_electra_s_classifier_dropout_on_an_i_bert_dir_is_one_line_saying_how_to_fix_it(bpe, glue_dir, tmp_path):
+    model_dir = saved_by_transformers("IBertForMaskedLM", "IBertConfig", bpe, tmp_path / "ibert")
+    result = cli("finetune", "glue", "glue-electra-small", "--task", "sst2", "--model", str(model_dir), "--data-dir",
+                 str(glue_dir), f"output.dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "hidden_dropout_prob" in result.stderr and "finetune.classifier_dropout=null" in result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_force_dequant_outside_i_berts_choices_is_one_line(tmp_path):

@@ -15,6 +15,7 @@ a dir without the head it needs is refused, naming what the dir holds and the co
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -122,10 +123,7 @@ def load_model(directory: str | os.PathLike, head: str = "base", classifier_drop
                                 "finetune.classifier_dropout=null) or use the glue-roberta-base recipe")
         config_overrides[field] = classifier_dropout
     if in_float and config.get("quant_mode") is True and "quant_mode" not in config_overrides:
-        # I-BERT's authors fine-tune in float first; quantization-aware training is `encoderkit quantize`'s
-        warnings.warn(f"{directory} is an I-BERT saved with quant_mode true: it is fine-tuned in float "
-                      "(quant_mode false), as I-BERT's first step; `encoderkit quantize` then trains it quantized",
-                      stacklevel=1)
+        _say_fine_tuned_in_float(directory)
         config_overrides["quant_mode"] = False
     try:
         model, fresh = hf_format.read_pretrained(directory, head, **config_overrides)
@@ -137,6 +135,13 @@ def load_model(directory: str | os.PathLike, head: str = "base", classifier_drop
         warnings.warn(f"{directory} has no {head} head ({fresh[0]}, ...): it starts freshly initialised",
                       stacklevel=2)
     return model
+
+
+@functools.cache  # once per dir, however many seeds build a model from it
+def _say_fine_tuned_in_float(directory: Path) -> None:
+    # I-BERT's authors fine-tune in float first; quantization-aware training is `encoderkit quantize`'s
+    warnings.warn(f"{directory} is an I-BERT saved with quant_mode true: it is fine-tuned in float (quant_mode "
+                  "false), as I-BERT's first step; `encoderkit quantize` then trains it quantized", stacklevel=1)
 
 
 def _no_head_message(directory: Path, config: dict, head: str, fresh: list[str]) -> str:
