@@ -371,15 +371,16 @@ def test_hub_rows_are_read_and_hub_failures_are_one_line(monkeypatch):
             {"id": "5733be29", "title": "T", "context": "The cat sat.", "question": "Who stood?",
              "answers": {"text": [], "answer_start": []}}]
     asked = []
-    monkeypatch.setattr(datasets, "load_dataset", lambda name, split: asked.append((name, split)) or rows)
+    monkeypatch.setattr(datasets, "load_dataset",
+                        lambda path, config, split, streaming: asked.append((path, split)) or rows)
     examples, version_2 = load_examples("squad_v2:validation")
     assert asked == [("squad_v2", "validation")] and version_2
     assert [(e.id, e.answers) for e in examples] == [("5733be28", [Answer("The cat", 0)]), ("5733be29", [])]
 
-    def offline(name, split):
+    def offline(*args, **kwargs):
         raise ConnectionError("Couldn't reach 'squad' on the Hub (LocalEntryNotFoundError)\nmore detail")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(QADataError, match=r"could not load squad \(train\) from the Hugging Face hub: "
+    with pytest.raises(QADataError, match=r"could not load 'squad' \(train\) from the Hugging Face hub: "
                                           r"ConnectionError: Couldn't reach 'squad'.*give SQuAD \.json or \.jsonl"):
         load_examples("squad")

@@ -22,6 +22,7 @@ from typing import NamedTuple
 import torch
 
 from encoderkit.data.classification import EncodedExamples
+from encoderkit.data.hub import load_split
 from encoderkit.errors import UserError
 from encoderkit.files import jsonl_rows
 
@@ -112,16 +113,9 @@ def _example_from_row(row: dict, where: str) -> QAExample:
 
 
 def _load_hub(source: str) -> list[QAExample]:
-    import datasets
-
     name, _, split = source.partition(":")
     split = split or "train"
-    try:
-        rows = datasets.load_dataset(name, split=split)
-    except Exception as err:  # offline, hub down, unknown split: all mean "use local files"
-        reason = (str(err).splitlines() or [""])[0]
-        raise QADataError(f"could not load {name} ({split}) from the Hugging Face hub: {type(err).__name__}: "
-                          f"{reason}; give SQuAD .json or .jsonl files instead") from err
+    rows = load_split(name, split, QADataError, "give SQuAD .json or .jsonl files instead")
     return [_example_from_row(row, f"{name} {split}, row {i}") for i, row in enumerate(rows)]
 
 

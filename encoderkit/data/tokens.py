@@ -12,7 +12,6 @@ whole window loses its last pieces.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,9 @@ from typing import ClassVar
 import torch
 
 from encoderkit.data.classification import EncodedExamples
+from encoderkit.data.hub import load_split
 from encoderkit.errors import UserError
+from encoderkit.files import jsonl_rows
 
 IGNORED = -100  # the label of positions outside the loss (torch's cross_entropy ignore_index default)
 DOCSTART = "-DOCSTART-"
@@ -82,33 +83,14 @@ def read_conll(path: Path, tag_column: int = -1) -> list[TaggedSentence]:
 
 def read_jsonl(path: Path) -> list[TaggedSentence]:
     """{"tokens": [...], "tags": [...]} per line (tags may be left out for unlabeled data)."""
-    sentences = []
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise TokenDataError(f"{where}: not JSON ({err.msg})") from None
-            sentences.append(_sentence(row.get("tokens") if isinstance(row, dict) else None,
-                                       row.get("tags") if isinstance(row, dict) else None, where))
-    return sentences
+    rows = ((row if isinstance(row, dict) else {}, where) for _, where, row in jsonl_rows(path, TokenDataError))
+    return [_sentence(row.get("tokens"), row.get("tags"), where) for row, where in rows]
 
 
 def load_hub_tagged(name: str, split: str, tag_column: str) -> list[TaggedSentence]:
     """A hub dataset's split with a `tokens` column and a tag column (strings, or class indices whose names the
     dataset's features give, as conll2003's ner_tags)."""
-    import datasets
-
-    path, _, config = name.partition(":")
-    try:
-        rows = datasets.load_dataset(path, config or None, split=split)
-    except Exception as err:  # offline, hub down, unknown name: all mean "use local files"
-        reason = (str(err).splitlines() or [""])[0]
-        raise TokenDataError(f"could not load {name!r} ({split}) from the Hugging Face hub: {type(err).__name__}: "
-                             f"{reason}; pass local files instead") from err
+    rows = load_split(name, split, TokenDataError, "pass local files instead")
     for column in ("tokens", tag_column):
         if column not in rows.column_names:
             raise TokenDataError(f"{name} ({split}): no column {column!r} (columns: {', '.join(rows.column_names)})")
