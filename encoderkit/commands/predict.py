@@ -95,7 +95,7 @@ class WordTagger:
 
     def prepare(self, text: str) -> Prepared:
         words = text.split()
-        return Prepared(sum(len(self.tokenizer.encode(word)) for word in words), words, None)
+        return Prepared(sum(map(len, self.tokenizer.encode_words(words))), words, None)
 
     def run(self, lines: list[list[str]]) -> list[dict]:
         from encoderkit.data.tokens import TaggedSentence, encode_tagged
