@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.utils import _pytree as pytree
 
 from encoderkit.files import cache_dir
 
@@ -175,7 +176,7 @@ class _Package:
         return count.value
 
     def __call__(self, *args) -> torch.Tensor:
-        handles = torch._C._aoti.unsafe_alloc_void_ptrs_from_tensors(torch.utils._pytree.tree_leaves(args))
+        handles = torch._C._aoti.unsafe_alloc_void_ptrs_from_tensors(pytree.tree_leaves(args))
         inputs = (ctypes.c_void_p * len(handles))(*(_capsule_pointer(h, None) for h in handles))
         output = (ctypes.c_void_p * 1)()
         _check(self._run(self._container, inputs, len(handles), output, 1, None, None))
@@ -196,7 +197,7 @@ _capsule.restype, _capsule.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes
 def _load(path: Path, fn: Callable, args: tuple, seq_dims: tuple[int | None, ...], static: dict) -> Callable:
     """The package at `path`, once it gives fn's integers on a probe of args."""
     compiled = _Package(path)
-    tensors = len(torch.utils._pytree.tree_leaves(args))
+    tensors = len(pytree.tree_leaves(args))
     if compiled.inputs() != tensors:
         raise ValueError(f"it takes {compiled.inputs()} tensors, {fn.__name__} {tensors}")
     probe = _resized(args, seq_dims, PROBE_LENGTH, example=False)
