@@ -157,7 +157,7 @@ def finetune_classify(
     recipe: str = typer.Argument("finetune-classify", help="A fine-tuning recipe YAML file or bundled name."),
     overrides: list[str] = OVERRIDES,
     model: Path = typer.Option(..., "--model", help="A pretrained model dir in Hugging Face format with its "
-                               "tokenizer (ALBERT, ELECTRA, BERT or I-BERT)."),
+                               "tokenizer (ALBERT, ELECTRA, BERT, RoBERTa or I-BERT)."),
     train: Path = typer.Option(None, "--train", help="Training rows: .csv, .tsv, .jsonl or .parquet."),
     validation: Path = typer.Option(None, "--validation", help="Validation rows: the best checkpoint is picked "
                                     "on them."),
@@ -201,7 +201,7 @@ def finetune_tokens(
     recipe: str = typer.Argument("finetune-tokens", help="A fine-tuning recipe YAML file or bundled name."),
     overrides: list[str] = OVERRIDES,
     model: Path = typer.Option(..., "--model", help="A pretrained model dir in Hugging Face format with its "
-                               "tokenizer (ALBERT, ELECTRA, BERT or I-BERT)."),
+                               "tokenizer (ALBERT, ELECTRA, BERT, RoBERTa or I-BERT)."),
     train: Path = typer.Option(None, "--train", help="Training sentences: CoNLL-style (a token per line, a blank "
                                "line between sentences) or .jsonl ({\"tokens\": [...], \"tags\": [...]})."),
     validation: Path = typer.Option(None, "--validation", help="Validation sentences, as --train: the best "
@@ -240,7 +240,7 @@ def finetune_qa(
     recipe: str = typer.Argument("squad-electra-small", help="A question-answering recipe YAML file or bundled name."),
     overrides: list[str] = OVERRIDES,
     model: Path = typer.Option(..., "--model", help="A pretrained model dir in Hugging Face format with its tokenizer "
-                               "(ALBERT, ELECTRA discriminator, BERT, I-BERT)."),
+                               "(ALBERT, ELECTRA discriminator, BERT, RoBERTa, I-BERT)."),
     train: str = typer.Option(..., "--train", help="Training questions: a SQuAD .json (v1.1 or v2.0), a .jsonl "
                               "(id, question, context, answers), or from the hub squad:train / squad_v2:train."),
     dev: str = typer.Option(..., "--dev", help="Dev questions, as --train (e.g. dev-v2.0.json or squad:validation)."),
@@ -262,7 +262,7 @@ def finetune_choice(
     recipe: str = typer.Argument("swag-electra-small", help="A multiple-choice recipe YAML file or bundled name."),
     overrides: list[str] = OVERRIDES,
     model: Path = typer.Option(..., "--model", help="A pretrained model dir in Hugging Face format with its tokenizer "
-                               "(ALBERT, ELECTRA discriminator, BERT, I-BERT)."),
+                               "(ALBERT, ELECTRA discriminator, BERT, RoBERTa, I-BERT)."),
     train: Path = typer.Option(..., "--train", help="Training examples: a SWAG .csv (sent1, sent2, ending0.., label), "
                                "a RACE .json file or directory, or a .jsonl (context, choices, label)."),
     dev: Path = typer.Option(..., "--dev", help="Dev examples, as --train."),

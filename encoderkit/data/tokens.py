@@ -2,7 +2,8 @@
 dataset; words aligned to subword pieces; windows for sentences longer than the model's positions.
 
 Alignment follows transformers' `is_split_into_words` and its run_ner script: each word is encoded on its own
-(WordPiece and SentencePiece then give the pieces they give inside a sentence), the word's tag goes on its first
+(WordPiece and SentencePiece then give the pieces they give inside a sentence; byte-level BPE encodes it with the
+space before it, as run_ner's RoBERTa tokenizer with add_prefix_space does), the word's tag goes on its first
 piece and the other pieces are left out of the loss (label -100), or with `label_all_pieces` get the tag too
 (a B- tag as its I- tag, as run_ner does). A sentence with more pieces than fit between [CLS] and [SEP] is split
 into consecutive windows at word boundaries, so every word is tagged once; only a single word longer than a
@@ -155,8 +156,8 @@ class EncodedTokens(EncodedExamples):
 
 
 def word_pieces(tokenizer, words: Sequence[str]) -> list[list[int]]:
-    """Each word's pieces, encoded alone as transformers' is_split_into_words does ([UNK] where none)."""
-    return [pieces or [tokenizer.unk_id] for pieces in tokenizer.encode_batch(list(words))]
+    """Each word's pieces as transformers' is_split_into_words gives them ([UNK] where none)."""
+    return [pieces or [tokenizer.unk_id] for pieces in tokenizer.encode_words(list(words))]
 
 
 def encode_tagged(sentences: Sequence[TaggedSentence], tokenizer, max_seq_length: int,
