@@ -41,7 +41,7 @@ $(VENV)/.test-weights: $(VENV)/.installed
 	touch $@
 
 test: install $(VENV)/.test-weights
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 lint: install
 	$(BIN)/ruff check .

@@ -97,6 +97,13 @@ def rtd(
         raise typer.Exit(1)
 
 
+def _recipe_and_overrides(recipe: str, overrides: list[str] | None, default: str) -> tuple[str, list[str]]:
+    """A recipe argument that is really the first override (`key=value`) means "the default recipe"."""
+    if "=" in recipe:
+        return default, [recipe, *(overrides or [])]
+    return recipe, overrides or []
+
+
 def _check_format(fmt: str) -> None:
     if fmt not in ("text", "jsonl"):
         _fail(f"--format: '{fmt}' is not one of: text, jsonl")
@@ -139,9 +146,7 @@ def finetune_glue(
     from encoderkit.commands.finetune import finetune_glue as command
     from encoderkit.recipes import load_finetune_recipe
 
-    overrides = overrides or []
-    if "=" in recipe:  # no recipe given, only overrides: the first one landed here
-        recipe, overrides = "glue-electra-small", [recipe, *overrides]
+    recipe, overrides = _recipe_and_overrides(recipe, overrides, "glue-electra-small")
     command(load_finetune_recipe(recipe, overrides), task, model, data_dir, seeds=seeds, resume=resume)
 
 
@@ -152,7 +157,7 @@ def finetune_classify(
     recipe: str = typer.Argument("finetune-classify", help="A fine-tuning recipe YAML file or bundled name."),
     overrides: list[str] = OVERRIDES,
     model: Path = typer.Option(..., "--model", help="A pretrained model dir in Hugging Face format with its "
-                               "tokenizer (ALBERT, ELECTRA, BERT or I-BERT)."),
+                               "tokenizer (ALBERT, ELECTRA, BERT, RoBERTa or I-BERT)."),
     train: Path = typer.Option(None, "--train", help="Training rows: .csv, .tsv, .jsonl or .parquet."),
     validation: Path = typer.Option(None, "--validation", help="Validation rows: the best checkpoint is picked "
                                     "on them."),
@@ -182,9 +187,7 @@ def finetune_classify(
     from encoderkit.commands.finetune_classify import read_splits
     from encoderkit.recipes import load_finetune_recipe
 
-    overrides = overrides or []
-    if "=" in recipe:  # no recipe given, only overrides: the first one landed here
-        recipe, overrides = "finetune-classify", [recipe, *overrides]
+    recipe, overrides = _recipe_and_overrides(recipe, overrides, "finetune-classify")
     loaded = load_finetune_recipe(recipe, overrides)
     splits = tuple(name or None for name in hub_splits.split(","))
     rows = read_splits({"train": train, "validation": validation, "test": test}, data, split_column, hub, splits)
@@ -198,7 +201,7 @@ def finetune_tokens(
     recipe: str = typer.Argument("finetune-tokens", help="A fine-tuning recipe YAML file or bundled name."),
     overrides: list[str] = OVERRIDES,
     model: Path = typer.Option(..., "--model", help="A pretrained model dir in Hugging Face format with its "
-                               "tokenizer (ALBERT, ELECTRA, BERT or I-BERT)."),
+                               "tokenizer (ALBERT, ELECTRA, BERT, RoBERTa or I-BERT)."),
     train: Path = typer.Option(None, "--train", help="Training sentences: CoNLL-style (a token per line, a blank "
                                "line between sentences) or .jsonl ({\"tokens\": [...], \"tags\": [...]})."),
     validation: Path = typer.Option(None, "--validation", help="Validation sentences, as --train: the best "
@@ -222,9 +225,7 @@ def finetune_tokens(
     from encoderkit.commands.finetune_tokens import read_splits
     from encoderkit.recipes import load_finetune_recipe
 
-    overrides = overrides or []
-    if "=" in recipe:  # no recipe given, only overrides: the first one landed here
-        recipe, overrides = "finetune-tokens", [recipe, *overrides]
+    recipe, overrides = _recipe_and_overrides(recipe, overrides, "finetune-tokens")
     splits = [name or None for name in hub_splits.split(",")]
     if len(splits) not in (2, 3):
         _fail(f"--hub-splits: {hub_splits!r}; give train,validation or train,validation,test")
@@ -239,7 +240,7 @@ def finetune_qa(
     recipe: str = typer.Argument("squad-electra-small", help="A question-answering recipe YAML file or bundled name."),
     overrides: list[str] = OVERRIDES,
     model: Path = typer.Option(..., "--model", help="A pretrained model dir in Hugging Face format with its tokenizer "
-                               "(ALBERT, ELECTRA discriminator, BERT, I-BERT)."),
+                               "(ALBERT, ELECTRA discriminator, BERT, RoBERTa, I-BERT)."),
     train: str = typer.Option(..., "--train", help="Training questions: a SQuAD .json (v1.1 or v2.0), a .jsonl "
                               "(id, question, context, answers), or from the hub squad:train / squad_v2:train."),
     dev: str = typer.Option(..., "--dev", help="Dev questions, as --train (e.g. dev-v2.0.json or squad:validation)."),
@@ -251,9 +252,7 @@ def finetune_qa(
     from encoderkit.commands.finetune_qa import finetune_qa as command
     from encoderkit.recipes.qa_choice import load_qa_recipe
 
-    overrides = overrides or []
-    if "=" in recipe:  # no recipe given, only overrides: the first one landed here
-        recipe, overrides = "squad-electra-small", [recipe, *overrides]
+    recipe, overrides = _recipe_and_overrides(recipe, overrides, "squad-electra-small")
     command(load_qa_recipe(recipe, overrides), model, train, dev, seeds=seeds, resume=resume)
 
 
@@ -263,7 +262,7 @@ def finetune_choice(
     recipe: str = typer.Argument("swag-electra-small", help="A multiple-choice recipe YAML file or bundled name."),
     overrides: list[str] = OVERRIDES,
     model: Path = typer.Option(..., "--model", help="A pretrained model dir in Hugging Face format with its tokenizer "
-                               "(ALBERT, ELECTRA discriminator, BERT, I-BERT)."),
+                               "(ALBERT, ELECTRA discriminator, BERT, RoBERTa, I-BERT)."),
     train: Path = typer.Option(..., "--train", help="Training examples: a SWAG .csv (sent1, sent2, ending0.., label), "
                                "a RACE .json file or directory, or a .jsonl (context, choices, label)."),
     dev: Path = typer.Option(..., "--dev", help="Dev examples, as --train."),
@@ -275,9 +274,7 @@ def finetune_choice(
     from encoderkit.commands.finetune_choice import finetune_choice as command
     from encoderkit.recipes.qa_choice import load_choice_recipe
 
-    overrides = overrides or []
-    if "=" in recipe:  # no recipe given, only overrides: the first one landed here
-        recipe, overrides = "swag-electra-small", [recipe, *overrides]
+    recipe, overrides = _recipe_and_overrides(recipe, overrides, "swag-electra-small")
     command(load_choice_recipe(recipe, overrides), model, train, dev, test, seeds=seeds, resume=resume)
 
 
@@ -300,9 +297,7 @@ def quantize(
     from encoderkit.commands.quantize import quantize_glue
     from encoderkit.recipes import load_quantize_recipe
 
-    overrides = overrides or []
-    if "=" in recipe:  # no recipe given, only overrides: the first one landed here
-        recipe, overrides = "quantize-glue", [recipe, *overrides]
+    recipe, overrides = _recipe_and_overrides(recipe, overrides, "quantize-glue")
     quantize_glue(load_quantize_recipe(recipe, overrides), task, model, data_dir)
 
 

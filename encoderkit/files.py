@@ -84,7 +84,7 @@ def jsonl_rows(path: Path, error: type[Exception]) -> Iterator[tuple[int, str, o
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
-            where = f"{path}, line {number}"
+            where = f"{path}:{number}"
             try:
                 yield number, where, json.loads(line)
             except json.JSONDecodeError as err:

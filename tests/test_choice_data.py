@@ -53,7 +53,7 @@ def test_jsonl_takes_any_number_of_choices(tmp_path):
                                                                         "label": 0}],
      "example 'b' has 1 choices, the first example 2"),
     ([{"id": "a", "context": "c", "choices": ["x", "y"], "label": 2}], "example 'a': label 2 is not one of its 2"),
-    ([{"id": "a", "context": "c", "choices": "xy", "label": 0}], "line 1: expected a JSON object with a context"),
+    ([{"id": "a", "context": "c", "choices": "xy", "label": 0}], r"bad\.jsonl:1: expected a JSON object with a"),
     ([{"id": "a", "context": "c", "choices": ["x", "y"], "label": 0},
       {"id": "b", "context": "c", "choices": ["x", "y"]}], "some examples have a label and some do not"),
 ])

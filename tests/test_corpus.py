@@ -85,7 +85,7 @@ def test_an_unreachable_hub_dataset_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(
-        CorpusError, match="could not reach the Hugging Face hub for dataset 'someone/corpus'.*'default'"
+        CorpusError, match=r"could not load 'someone/corpus' \(train\) from the Hugging Face hub: .*'default'"
     ):
         corpus.load_corpus("someone/corpus")
 

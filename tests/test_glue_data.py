@@ -108,19 +108,19 @@ def test_missing_task_folder_and_missing_file_are_named(tmp_path):
 
 
 def test_row_with_wrong_column_count_names_file_and_line():
-    with pytest.raises(GlueDataError, match=r"RTE/train\.tsv, line 3: 3 tab-separated columns, expected 4"):
+    with pytest.raises(GlueDataError, match=r"RTE/train\.tsv:3: 3 tab-separated columns, expected 4"):
         load_task("rte", BROKEN / "wrong_column_count", splits=["train"])
 
 
 def test_label_outside_the_task_names_file_line_and_valid_labels():
-    with pytest.raises(GlueDataError, match=r"SST-2/train\.tsv, line 4: label '2' is not one of 0, 1"):
+    with pytest.raises(GlueDataError, match=r"SST-2/train\.tsv:4: label '2' is not one of 0, 1"):
         load_task("sst2", BROKEN / "bad_label", splits=["train"])
-    with pytest.raises(GlueDataError, match=r"STS-B/train\.tsv, line 2: score 'high' is not a number"):
+    with pytest.raises(GlueDataError, match=r"STS-B/train\.tsv:2: score 'high' is not a number"):
         load_task("stsb", BROKEN / "bad_score", splits=["train"])
 
 
 def test_a_header_without_the_tasks_columns_is_reported():
-    with pytest.raises(GlueDataError, match=r"QQP/train\.tsv, line 1: no column 'question1'"):
+    with pytest.raises(GlueDataError, match=r"QQP/train\.tsv:1: no column 'question1'"):
         load_task("qqp", BROKEN / "wrong_header", splits=["train"])
 
 
@@ -139,7 +139,8 @@ def test_without_data_dir_an_unreachable_hub_says_to_pass_data_dir(monkeypatch):
         raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub (LocalEntryNotFoundError)\nmore detail")
 
     _fake_datasets(monkeypatch, offline)
-    with pytest.raises(GlueDataError, match="could not load GLUE task rte .*hub.*pass --data-dir") as caught:
+    expected = r"could not load 'nyu-mll/glue:rte' \(train\) from the Hugging Face hub: .*pass --data-dir"
+    with pytest.raises(GlueDataError, match=expected) as caught:
         load_task("rte")
     assert "\n" not in str(caught.value)
 
@@ -147,7 +148,7 @@ def test_without_data_dir_an_unreachable_hub_says_to_pass_data_dir(monkeypatch):
 def test_hub_rows_become_the_same_examples_as_tsv_rows(monkeypatch):
     requests = []
 
-    def load_dataset(path, name, split):
+    def load_dataset(path, name, split, streaming):
         requests.append((path, name, split))
         label = -1 if split.startswith("test") else 2
         return [{"premise": "P", "hypothesis": "H", "label": label, "idx": 7}]

@@ -11,6 +11,7 @@ import torch
 from data_helpers import tiny_tokenizer
 from test_wordpiece import write_vocab
 
+from encoderkit.data.bpe import ByteLevelBPETokenizer
 from encoderkit.data.squad import (
     Answer,
     QADataError,
@@ -105,12 +106,16 @@ def reference_tokenizers(tmp_path):
     write_vocab(tmp_path / "wordpiece", pieces=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "?", *WORDS,
                                                  "where", "##s"])
     tiny_tokenizer().save(tmp_path / "spiece")
+    bpe = ByteLevelBPETokenizer.train([e.context for e in generated_examples(40)] + ["where is the cat?"], 300)
+    bpe.save(tmp_path / "bpe")
     return {"wordpiece": (Tokenizer.load(tmp_path / "wordpiece"),
                           transformers.BertTokenizerFast.from_pretrained(tmp_path / "wordpiece")),
-            "sentencepiece": (tiny_tokenizer(), transformers.AlbertTokenizerFast.from_pretrained(tmp_path / "spiece"))}
+            "sentencepiece": (tiny_tokenizer(), transformers.AlbertTokenizerFast.from_pretrained(tmp_path / "spiece")),
+            "bpe": (Tokenizer.load(tmp_path / "bpe"),
+                    transformers.RobertaTokenizerFast.from_pretrained(tmp_path / "bpe"))}
 
 
-@pytest.mark.parametrize("kind", ["wordpiece", "sentencepiece"])
+@pytest.mark.parametrize("kind", ["wordpiece", "sentencepiece", "bpe"])  # bpe: RoBERTa's <s> q </s></s> c </s>
 @pytest.mark.parametrize("training", [True, False], ids=["train", "validation"])
 def test_features_are_run_qa_features(tmp_path, kind, training):
     ours_tokenizer, reference = reference_tokenizers(tmp_path)[kind]
@@ -122,7 +127,7 @@ def test_features_are_run_qa_features(tmp_path, kind, training):
     windows_with_answer = 0
     for f, feature in enumerate(theirs):
         length = int(ours.encoded.lengths[f])
-        assert ours.encoded.input_ids[f, :length].tolist() == [t for t in feature["input_ids"] if t != 0]
+        assert ours.encoded.input_ids[f].tolist() == feature["input_ids"]  # padded with the pad id to 32 both
         assert ours.encoded.token_type_ids[f, :length].tolist() == feature["token_type_ids"][:length]
         assert examples[ours.example_index[f]].id == feature["example_id"]
         assert ours.offsets[f] == feature["offset_mapping"][:length]
@@ -366,15 +371,16 @@ def test_hub_rows_are_read_and_hub_failures_are_one_line(monkeypatch):
             {"id": "5733be29", "title": "T", "context": "The cat sat.", "question": "Who stood?",
              "answers": {"text": [], "answer_start": []}}]
     asked = []
-    monkeypatch.setattr(datasets, "load_dataset", lambda name, split: asked.append((name, split)) or rows)
+    monkeypatch.setattr(datasets, "load_dataset",
+                        lambda path, config, split, streaming: asked.append((path, split)) or rows)
     examples, version_2 = load_examples("squad_v2:validation")
     assert asked == [("squad_v2", "validation")] and version_2
     assert [(e.id, e.answers) for e in examples] == [("5733be28", [Answer("The cat", 0)]), ("5733be29", [])]
 
-    def offline(name, split):
+    def offline(*args, **kwargs):
         raise ConnectionError("Couldn't reach 'squad' on the Hub (LocalEntryNotFoundError)\nmore detail")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(QADataError, match=r"could not load squad \(train\) from the Hugging Face hub: "
+    with pytest.raises(QADataError, match=r"could not load 'squad' \(train\) from the Hugging Face hub: "
                                           r"ConnectionError: Couldn't reach 'squad'.*give SQuAD \.json or \.jsonl"):
         load_examples("squad")

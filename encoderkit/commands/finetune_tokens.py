@@ -75,8 +75,8 @@ def finetune_tokens(recipe: FinetuneRecipe, model_dir: Path, data: dict[str, lis
     with_entities = is_entity_tagging(tags)
 
     def new_model():
-        return load_model(model_dir, HEAD, classifier_dropout=settings.classifier_dropout, num_labels=len(tags),
-                          id2label=dict(enumerate(tags)))
+        return load_model(model_dir, HEAD, classifier_dropout=settings.classifier_dropout, in_float=True,
+                          num_labels=len(tags), id2label=dict(enumerate(tags)))
 
     positions = max_tokens(new_model())  # a checkpoint with another tag count fails here, before any writing
     if settings.max_seq_length > positions:

@@ -95,7 +95,7 @@ class WordTagger:
 
     def prepare(self, text: str) -> Prepared:
         words = text.split()
-        return Prepared(sum(len(self.tokenizer.encode(word)) for word in words), words, None)
+        return Prepared(sum(map(len, self.tokenizer.encode_words(words))), words, None)
 
     def run(self, lines: list[list[str]]) -> list[dict]:
         from encoderkit.data.tokens import TaggedSentence, encode_tagged
@@ -232,7 +232,7 @@ def load_for_predict(model_dir: Path, device: torch.device, dtype: torch.dtype):
 def _prepare_integer_kernels(model) -> None:
     """Run the integer model once on two short sequences, so its kernels are built (or read from the
     compile cache) before the first line, with a status line if that takes a while."""
-    from encoderkit.models.ibert.int_ops import kernel_cache_dir
+    from encoderkit.models.ibert.kernels import kernel_cache_dir
 
     with announce_if_slow(f"preparing the integer-only kernels (compiled once, then cached in {kernel_cache_dir()})"
                           " ..."):

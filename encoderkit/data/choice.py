@@ -69,7 +69,7 @@ def _read_swag(path: Path) -> list[ChoiceExample]:
         for number, row in enumerate(reader, 2):  # line 1 is the header
             label = (row.get("label") or "").strip()
             if label and not label.isdigit():
-                raise ChoiceDataError(f"{path}, line {number}: label {label!r} is not a choice index")
+                raise ChoiceDataError(f"{path}:{number}: label {label!r} is not a choice index")
             examples.append(ChoiceExample(row.get("id") or str(number - 2), row["sent1"],
                                           [f"{row['sent2']} {row[ending]}" for ending in endings],
                                           int(label) if label else None))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import datasets
 
+from encoderkit.data.hub import load_split
 from encoderkit.errors import UserError
 from encoderkit.files import atomic_write, cache_dir
 
@@ -103,13 +104,7 @@ def _load_files(builder: str, files: list[str]) -> datasets.IterableDataset:
 
 
 def _load_hub(name: str, split: str) -> datasets.IterableDataset:
-    path, _, config = name.partition(":")
-    try:
-        dataset = datasets.load_dataset(path, config or None, split=split, streaming=True)
-    except Exception as error:
-        raise CorpusError(
-            f"could not reach the Hugging Face hub for dataset {name!r}: {error}; use local files or 'default'"
-        ) from error
+    dataset = load_split(name, split, CorpusError, "use local files or 'default'", streaming=True)
     return _require_text_column(dataset, name)
 
 

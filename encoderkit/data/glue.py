@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from encoderkit.data.hub import load_split
 from encoderkit.errors import UserError
 from encoderkit.files import write_text
 
@@ -231,14 +232,14 @@ def _read_tsv_split(task: GlueTask, split: GlueSplit, path: Path) -> list[GlueEx
         missing = [name for name in needed if name not in column]
         if missing:
             raise GlueDataError(
-                f"{path}, line 1: no column {missing[0]!r} in the header ({', '.join(header)}); "
+                f"{path}:1: no column {missing[0]!r} in the header ({', '.join(header)}); "
                 f"is this the GLUE {task.glue_dir} file?"
             )
         examples = []
         for row in rows:
             if not row:  # a blank line, e.g. a trailing one
                 continue
-            where = f"{path}, line {rows.line_num}"
+            where = f"{path}:{rows.line_num}"
             if len(row) != len(header):
                 raise GlueDataError(
                     f"{where}: {len(row)} tab-separated columns, expected {len(header)} ({', '.join(header)})"
@@ -264,18 +265,10 @@ def _parse_label(task: GlueTask, text: str, where: str) -> int | float:
 
 
 def _load_from_hub(task: GlueTask, splits: list[GlueSplit]) -> dict[str, list[GlueExample]]:
-    import datasets
-
     loaded = {}
     for split in splits:
-        try:
-            rows = datasets.load_dataset(HUB_DATASET, task.name, split=split.hub_split)
-        except Exception as err:  # offline, hub down, proxy, cache trouble: all mean "use local files"
-            reason = (str(err).splitlines() or [""])[0]
-            raise GlueDataError(
-                f"could not load GLUE task {task.name} ({split.hub_split}) from the Hugging Face hub "
-                f"({HUB_DATASET}): {type(err).__name__}: {reason}; pass --data-dir with the GLUE TSV files"
-            ) from err
+        rows = load_split(f"{HUB_DATASET}:{task.name}", split.hub_split, GlueDataError,
+                          "pass --data-dir with the GLUE TSV files")
         loaded[split.name] = [_example_from_hub_row(task, split, row) for row in rows]
     return loaded
 

@@ -11,7 +11,6 @@ as encode_examples takes them.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from encoderkit.data.glue import accuracy, matthews_corrcoef, pearson, spearman
+from encoderkit.data.hub import load_split
 from encoderkit.errors import UserError
+from encoderkit.files import jsonl_rows
 
 SINGLE, MULTI, REGRESSION = "single_label_classification", "multi_label_classification", "regression"
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
@@ -59,16 +60,10 @@ def read_rows(path: Path) -> list[Row]:
             rows = [Row(values, f"{path}:{reader.line_num}") for values in reader]
     elif kind == "jsonl":
         rows = []
-        with open(path, encoding="utf-8") as lines:
-            for number, line in enumerate(lines, 1):
-                if line.strip():
-                    try:
-                        values = json.loads(line)
-                    except json.JSONDecodeError as err:
-                        raise TextDataError(f"{path}:{number}: not JSON ({err.msg})") from None
-                    if not isinstance(values, dict):
-                        raise TextDataError(f"{path}:{number}: not a JSON object")
-                    rows.append(Row(values, f"{path}:{number}"))
+        for _, where, values in jsonl_rows(path, TextDataError):
+            if not isinstance(values, dict):
+                raise TextDataError(f"{where}: not a JSON object")
+            rows.append(Row(values, where))
     else:
         import pyarrow.parquet
 
@@ -88,15 +83,7 @@ def split_rows(rows: list[Row], column: str, path: Path) -> dict[str, list[Row]]
 
 
 def load_hub_rows(name: str, split: str) -> list[Row]:
-    import datasets
-
-    path, _, config = name.partition(":")
-    try:
-        dataset = datasets.load_dataset(path, config or None, split=split)
-    except Exception as err:  # offline, hub down, unknown name: all mean "use local files"
-        reason = (str(err).splitlines() or [""])[0]
-        raise TextDataError(f"could not load {name!r} ({split}) from the Hugging Face hub: {type(err).__name__}: "
-                            f"{reason}; pass local files instead") from err
+    dataset = load_split(name, split, TextDataError, "pass local files instead")
     names = {}
     for column, feature in dataset.features.items():  # class-index columns: their names, as the dataset gives them
         names[column] = getattr(feature, "names", None) or getattr(getattr(feature, "feature", None), "names", None)

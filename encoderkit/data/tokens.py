@@ -2,7 +2,8 @@
 dataset; words aligned to subword pieces; windows for sentences longer than the model's positions.
 
 Alignment follows transformers' `is_split_into_words` and its run_ner script: each word is encoded on its own
-(WordPiece and SentencePiece then give the pieces they give inside a sentence), the word's tag goes on its first
+(WordPiece and SentencePiece then give the pieces they give inside a sentence; byte-level BPE encodes it with the
+space before it, as run_ner's RoBERTa tokenizer with add_prefix_space does), the word's tag goes on its first
 piece and the other pieces are left out of the loss (label -100), or with `label_all_pieces` get the tag too
 (a B- tag as its I- tag, as run_ner does). A sentence with more pieces than fit between [CLS] and [SEP] is split
 into consecutive windows at word boundaries, so every word is tagged once; only a single word longer than a
@@ -11,7 +12,6 @@ whole window loses its last pieces.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,9 @@ from typing import ClassVar
 import torch
 
 from encoderkit.data.classification import EncodedExamples
+from encoderkit.data.hub import load_split
 from encoderkit.errors import UserError
+from encoderkit.files import jsonl_rows
 
 IGNORED = -100  # the label of positions outside the loss (torch's cross_entropy ignore_index default)
 DOCSTART = "-DOCSTART-"
@@ -81,33 +83,14 @@ def read_conll(path: Path, tag_column: int = -1) -> list[TaggedSentence]:
 
 def read_jsonl(path: Path) -> list[TaggedSentence]:
     """{"tokens": [...], "tags": [...]} per line (tags may be left out for unlabeled data)."""
-    sentences = []
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise TokenDataError(f"{where}: not JSON ({err.msg})") from None
-            sentences.append(_sentence(row.get("tokens") if isinstance(row, dict) else None,
-                                       row.get("tags") if isinstance(row, dict) else None, where))
-    return sentences
+    rows = ((row if isinstance(row, dict) else {}, where) for _, where, row in jsonl_rows(path, TokenDataError))
+    return [_sentence(row.get("tokens"), row.get("tags"), where) for row, where in rows]
 
 
 def load_hub_tagged(name: str, split: str, tag_column: str) -> list[TaggedSentence]:
     """A hub dataset's split with a `tokens` column and a tag column (strings, or class indices whose names the
     dataset's features give, as conll2003's ner_tags)."""
-    import datasets
-
-    path, _, config = name.partition(":")
-    try:
-        rows = datasets.load_dataset(path, config or None, split=split)
-    except Exception as err:  # offline, hub down, unknown name: all mean "use local files"
-        reason = (str(err).splitlines() or [""])[0]
-        raise TokenDataError(f"could not load {name!r} ({split}) from the Hugging Face hub: {type(err).__name__}: "
-                             f"{reason}; pass local files instead") from err
+    rows = load_split(name, split, TokenDataError, "pass local files instead")
     for column in ("tokens", tag_column):
         if column not in rows.column_names:
             raise TokenDataError(f"{name} ({split}): no column {column!r} (columns: {', '.join(rows.column_names)})")
@@ -155,8 +138,8 @@ class EncodedTokens(EncodedExamples):
 
 
 def word_pieces(tokenizer, words: Sequence[str]) -> list[list[int]]:
-    """Each word's pieces, encoded alone as transformers' is_split_into_words does ([UNK] where none)."""
-    return [pieces or [tokenizer.unk_id] for pieces in tokenizer.encode_batch(list(words))]
+    """Each word's pieces as transformers' is_split_into_words gives them ([UNK] where none)."""
+    return [pieces or [tokenizer.unk_id] for pieces in tokenizer.encode_words(list(words))]
 
 
 def encode_tagged(sentences: Sequence[TaggedSentence], tokenizer, max_seq_length: int,

@@ -58,7 +58,15 @@ from .electra import (
 from .ibert.model import HEADS as IBERT_HEADS
 from .ibert.model import IBertConfig
 from .layers import unique_state
-from .roberta import RobertaConfig, RobertaForMaskedLM, RobertaForSequenceClassification, RobertaModel
+from .roberta import (
+    RobertaConfig,
+    RobertaForMaskedLM,
+    RobertaForMultipleChoice,
+    RobertaForQuestionAnswering,
+    RobertaForSequenceClassification,
+    RobertaForTokenClassification,
+    RobertaModel,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +103,9 @@ FAMILIES = {
         "base": RobertaModel,
         "masked_lm": RobertaForMaskedLM,
         "sequence_classification": RobertaForSequenceClassification,
+        "token_classification": RobertaForTokenClassification,
+        "question_answering": RobertaForQuestionAnswering,
+        "multiple_choice": RobertaForMultipleChoice,
     }),
 }
 
@@ -176,6 +187,9 @@ HEAD_NAMES = {
                            "mlm_head": "lm_head"},
     "RobertaForSequenceClassification": {"classifier.dense": "classifier.dense",
                                          "classifier.out_proj": "classifier.out_proj"},
+    "RobertaForTokenClassification": {"classifier": "classifier"},
+    "RobertaForQuestionAnswering": {"qa_outputs": "qa_outputs"},
+    "RobertaForMultipleChoice": {"classifier": "classifier"},
 }
 
 # Decoder weights that transformers ties to other tensors; older checkpoints store them, we never need them.

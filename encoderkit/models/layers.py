@@ -139,7 +139,8 @@ class Embeddings(nn.Module):
         super().__init__()
         self.positions_pad_id = pad_token_id if positions_from_pad else None
         self.word_embeddings = nn.Embedding(vocab_size, embedding_size, padding_idx=pad_token_id)
-        self.position_embeddings = nn.Embedding(max_positions, embedding_size)
+        # RoBERTa's padding position, as its pad token, gets no gradient (transformers' padding_idx on both)
+        self.position_embeddings = nn.Embedding(max_positions, embedding_size, padding_idx=self.positions_pad_id)
         self.token_type_embeddings = nn.Embedding(type_vocab_size, embedding_size)
         self.norm = nn.LayerNorm(embedding_size, eps=layer_norm_eps)
         self.dropout = Dropout(dropout)
