@@ -183,14 +183,18 @@ class ChoiceScorer:
     def run(self, examples: list) -> list[dict]:
         from encoderkit.data.choice import encode_choices
 
-        answers = []
-        for example in examples:  # each its own batch: examples may have different numbers of choices
-            batch = next(iter_batches(encode_choices([example], self.tokenizer, self.max_seq_length), 1, False))
+        by_count: dict[int, list[int]] = {}  # a forward pass takes examples with the same number of choices
+        for i, example in enumerate(examples):
+            by_count.setdefault(len(example.choices), []).append(i)
+        answers: list[dict | None] = [None] * len(examples)
+        for rows in by_count.values():
+            encoded = encode_choices([examples[i] for i in rows], self.tokenizer, self.max_seq_length)
+            batch = next(iter_batches(encoded, len(rows), False))
             with torch.inference_mode():
                 scores = self.model(*(batch[k].to(self.device) for k in ("input_ids", "attention_mask",
-                                                                         "token_type_ids")))[0]
-            probabilities = scores.float().softmax(-1)
-            answers.append({"label": int(probabilities.argmax()), "scores": probabilities.tolist()})
+                                                                         "token_type_ids")))  # (B, choices)
+            for i, probabilities in zip(rows, scores.float().softmax(-1), strict=True):
+                answers[i] = {"label": int(probabilities.argmax()), "scores": probabilities.tolist()}
         return answers
 
     @staticmethod

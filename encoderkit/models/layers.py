@@ -328,11 +328,11 @@ def init_weights(model: nn.Module, std: float) -> None:
     """transformers' init: normal(0, std) weights, zero biases, LayerNorm 1/0, zero padding embedding."""
     for module in model.modules():
         if isinstance(module, nn.Linear):
-            module.weight.normal_(0.0, std)
+            nn.init.normal_(module.weight, 0.0, std)
             if module.bias is not None:
                 module.bias.zero_()
         elif isinstance(module, nn.Embedding):
-            module.weight.normal_(0.0, std)
+            nn.init.normal_(module.weight, 0.0, std)
             if module.padding_idx is not None:
                 module.weight[module.padding_idx].zero_()
         elif isinstance(module, nn.LayerNorm):
