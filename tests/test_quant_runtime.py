@@ -121,6 +121,27 @@ def test_projection_and_shared_layers_match_the_qat_model_and_are_stored_once(la
     assert torch.equal(eager(load_integer_model(tmp_path / "model.safetensors"))(**inputs), integer(**inputs))
 
 
+def test_a_token_classifier_exports_with_its_logits_and_tag_names(tmp_path, monkeypatch):
+    """The token head (one float linear layer on every position) on 16-bit weights: logits within LOGITS_ATOL of
+    the QAT model's at every token that is not padding, with the embedding projection; the tag names travel in
+    the file's description (the integer-only dir has no config.json), and the file loads to the same model."""
+    monkeypatch.setattr(schedule, "workers", lambda: 1)
+    qat = qat_model("token_classification", **LAYOUTS["projection"])
+    qat.config.id2label = {0: "B-X", 1: "I-X", 2: "O"}
+    inputs = batch(7)
+    integer = eager(export.export_integer_model(qat))
+    integer.save(tmp_path / "model.safetensors")
+    loaded = eager(load_integer_model(tmp_path / "model.safetensors"))
+    with torch.no_grad():
+        expected = qat(**inputs)
+    logits = loaded(**inputs)
+    assert logits.shape == expected.shape == (3, 12, 3)
+    valid = inputs["attention_mask"].bool()
+    torch.testing.assert_close(logits[valid], expected[valid], atol=LOGITS_ATOL, rtol=0)
+    assert loaded.spec["head"] == "token_classification" and loaded.spec["labels"] == ["B-X", "I-X", "O"]
+    assert torch.equal(logits, integer(**inputs))
+
+
 SECOND_PROCESS = """
 import sys
 import torch
@@ -259,7 +280,8 @@ def test_export_needs_quant_mode_calibration_and_an_integer_head():
                                                                         force_dequant="gelu")))
     with pytest.raises(ValueError, match="quant_mode"):
         export.export_integer_model(ibert.IBertModel(ibert.IBertConfig(**TINY)))
-    with pytest.raises(TypeError, match="IBertForMaskedLM"):
+    with pytest.raises(TypeError, match="IBertForMaskedLM: only IBertModel, IBertForSequenceClassification and "
+                                        "IBertForTokenClassification export"):
         export.export_integer_model(ibert.IBertForMaskedLM(config))
 
 

@@ -87,11 +87,10 @@ class SequenceClassifier:
 
 class WordTagger:
     """The answer of a token-classification head: {words, tags}, the line's whitespace-separated words and each
-    one's tag (config.json's names); a line longer than the model's positions is tagged in windows."""
+    one's tag (config.json's names, else its index); a line longer than the model's positions is tagged in windows."""
 
     def __init__(self, model, tokenizer, max_seq_length: int, labels: tuple[str, ...] | None):
-        self.model, self.tokenizer, self.max_seq_length = model, tokenizer, max_seq_length
-        self.names = model.config.label_names()
+        self.model, self.tokenizer, self.max_seq_length, self.labels = model, tokenizer, max_seq_length, labels
 
     def prepare(self, text: str) -> Prepared:
         words = text.split()
@@ -105,7 +104,8 @@ class WordTagger:
                                 self.max_seq_length, None)
         with torch.inference_mode():
             tags = predict_tags(self.model, encoded, len(encoded))
-        return [{"words": words, "tags": [self.names[i] for i in row]} for words, row in zip(lines, tags, strict=True)]
+        return [{"words": words, "tags": [self.labels[i] if self.labels else i for i in row]}
+                for words, row in zip(lines, tags, strict=True)]
 
     @staticmethod
     def render(text: str, answer: dict) -> str:
@@ -248,7 +248,7 @@ def run(model_dir: Path, stream: BinaryIO, fmt: str, task: str | None = None, ma
         device: str = "cpu", dtype: str = "fp32") -> int:
     """Answer each line of the binary `stream`; returns the number of lines that failed."""
     from encoderkit.data.tokenizer import Tokenizer
-    from encoderkit.models.load import max_tokens, vocab_size
+    from encoderkit.models.load import label_names, max_tokens, vocab_size
 
     check_options(fmt, batch_size)
     glue_task = get_task(task) if task else None
@@ -262,8 +262,8 @@ def run(model_dir: Path, stream: BinaryIO, fmt: str, task: str | None = None, ma
             raise PredictError(f"--task: {glue_task.name} has {glue_task.num_labels} output(s), the model {outputs}")
     if glue_task is not None:
         labels = glue_task.labels
-    else:  # config.json's id2label, unless the run named no classes (LABEL_<i>)
-        named = model.config.label_names() if getattr(model, "config", None) is not None else []
+    else:  # config.json's id2label (an integer-only dir: its description's), unless the run named no classes
+        named = label_names(model)
         labels = None if named == [f"LABEL_{i}" for i in range(len(named))] else tuple(named)
     answer = ANSWERS[head](model, tokenizer, min(max_seq_length, max_tokens(model)), labels)
     return answer_stream(stream, LineTask(answer.prepare, answer.run, answer.render), fmt, out, err, batch_size)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PAIR_HEAD = "generator_discriminator"
-INTEGER_HEADS = ("base", "sequence_classification")
+INTEGER_HEADS = ("base", "sequence_classification", "token_classification")
 # The command that serves each head, for the message when a dir lacks the one a command needs.
 SERVED_BY = {"masked_lm": "encoderkit fill-mask", "pretraining": "encoderkit fill-mask",
              "discriminator": "encoderkit rtd", "sequence_classification": "encoderkit predict",
@@ -158,7 +158,8 @@ def what_it_holds(directory: Path, config: dict) -> str:
     heads = hf_format.FAMILIES[config["model_type"]][1]
     classes = {cls.__name__: name for name, cls in heads.items()}
     architectures = config.get("architectures") if isinstance(config.get("architectures"), list) else []
-    held = [(name, classes[name]) for name in architectures if isinstance(name, str) and name in classes]
+    held = [(name, classes[name.removeprefix(hf_format.EXTENDED_PREFIX)]) for name in architectures
+            if isinstance(name, str) and name.removeprefix(hf_format.EXTENDED_PREFIX) in classes]
     if not held:
         return "; give a model dir that was saved with one"
     architecture, held_head = held[0]
@@ -198,8 +199,8 @@ def _load_integer(directory: Path, head: str) -> nn.Module:
         model = load_integer_model(path)
     except INTEGER_FILE_ERRORS as err:  # a description that does not fit the tensors
         raise _damaged_integer_file(path, err) from None
-    if head == "sequence_classification" and model.classifier is None:
-        raise ModelDirError(f"{directory}: an integer-only encoder without a classifier head")
+    if head != "base" and model.spec["head"] != head:
+        raise ModelDirError(f"{directory}: an integer-only I-BERT whose head is {model.spec['head']}, not {head}")
     return model
 
 
@@ -211,6 +212,14 @@ def max_tokens(model: nn.Module) -> int:
     config = model.config
     offset = config.pad_token_id + 1 if config.model_type in ("ibert", "roberta") else 0
     return config.max_position_embeddings - offset
+
+
+def label_names(model: nn.Module) -> list[str]:
+    """A classifier's class names (config.json's id2label; transformers' LABEL_<i> where it names none); [] for an
+    integer-only file exported before its description recorded them."""
+    if hasattr(model, "spec"):  # the integer-only model: its description
+        return model.spec.get("labels", [])
+    return model.config.label_names()
 
 
 def vocab_size(model: nn.Module) -> int:
@@ -237,4 +246,5 @@ def saved_head(directory: str | os.PathLike) -> tuple[str, str | None]:
     heads = hf_format.FAMILIES[config["model_type"]][1]
     names = {model_class.__name__: head for head, model_class in heads.items()}
     architectures = config.get("architectures") or [None]
-    return config["model_type"], names.get(architectures[0])
+    # a dir with encoderkit's extensions names its class EncoderkitX, so that transformers does not load it as X
+    return config["model_type"], names.get(str(architectures[0]).removeprefix(hf_format.EXTENDED_PREFIX))

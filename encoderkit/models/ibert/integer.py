@@ -9,8 +9,8 @@ the float or the QAT model.
 - i-GELU, i-softmax and integer LayerNorm as in quant.py, with the constants quant.py derives;
   the LayerNorm's square root by Newton's method on integers.
 - Embeddings: int8 tables, and where the model has one, the projection E -> H as one more int8 GEMM; the
-  classifier head (float in I-BERT) runs on 16-bit weights with a lookup
-  table for tanh, and only its logits are turned into floats, at the very end.
+  classifier heads (float in I-BERT) run on 16-bit weights, the sequence classifier's with a lookup
+  table for tanh, and only their logits are turned into floats, at the very end.
 
 The elementwise chains between GEMMs are plain functions of integer tensors (`int_ops.py`), run one
 sequence at a time; kernels.py compiles each ahead of time (once per machine, cached) into one pass over
@@ -92,19 +92,31 @@ class IntegerLayer(nn.Module):
 
 
 class IntegerClassifier(_Tensors):
-    """dense (16-bit weights) -> tanh by table -> out_proj (16-bit weights) -> logits as floats."""
+    """On the first token: dense (16-bit weights) -> tanh by table -> out_proj (16-bit weights) -> logits as floats."""
 
-    def forward(self, cls: torch.Tensor) -> torch.Tensor:
-        acc = cls.long() @ self.dense_weight.t() + self.dense_bias
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        acc = h[:, 0].long() @ self.dense_weight.t() + self.dense_bias
         grid = int_ops.fixed_mul(acc, self.tanh_in_m, self.tanh_in_e).clamp(-(2**15), 2**15 - 1)
         tanh = self.tanh_table[grid + 2**15]
         logits = tanh @ self.out_proj_weight.t() + self.out_proj_bias
         return (logits.double() * self.logit_scale).float()
 
 
+class IntegerTokenClassifier(_Tensors):
+    """On every position: a linear layer (16-bit weights) -> logits (B, S, num_labels) as floats."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        logits = h.long() @ self.weight.t() + self.bias
+        return (logits.double() * self.logit_scale).float()
+
+
+CLASSIFIER_HEADS = {"sequence_classification": IntegerClassifier, "token_classification": IntegerTokenClassifier}
+
+
 class IntegerIBert(nn.Module):
     """Integer-only I-BERT. forward(input_ids, attention_mask=None, token_type_ids=None) returns float logits
-    (B, num_labels) for a classifier, int8 hidden states (B, S, H) (times `output_scale`) for a base model.
+    (B, num_labels) for a sequence classifier, (B, S, num_labels) for a token classifier, int8 hidden states
+    (B, S, H) (times `output_scale`) for a base model. spec["labels"] names a classifier's classes.
 
     `fuse` (default True) runs the elementwise chains compiled (kernels.py); False runs them eagerly.
     """
@@ -125,8 +137,8 @@ class IntegerIBert(nn.Module):
                 tensors.setdefault(f"layers.{i}.{name}", tensors[f"layers.{owner}.{name}"])
         self.layers = nn.ModuleList(IntegerLayer(_sub(tensors, f"layers.{i}."), spec["num_attention_heads"])
                                     for i in range(spec["num_hidden_layers"]))
-        self.classifier = (IntegerClassifier(_sub(tensors, "classifier."))
-                           if spec["head"] == "sequence_classification" else None)
+        head = CLASSIFIER_HEADS.get(spec["head"])
+        self.classifier = head(_sub(tensors, "classifier.")) if head is not None else None
 
     @property
     def layer_weights(self) -> list[int]:
@@ -159,7 +171,7 @@ class IntegerIBert(nn.Module):
     def _run(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
         hidden = torch.stack([self._sequence(*row) for row in zip(input_ids, attention_mask, token_type_ids,
                                                                   strict=True)])  # (B, S, H)
-        return hidden if self.classifier is None else self.classifier(hidden[:, 0])
+        return hidden if self.classifier is None else self.classifier(hidden)
 
     def _sequence(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
         """One sequence's ids (S,) -> int8 (S, H)."""
