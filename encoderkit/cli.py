@@ -157,7 +157,7 @@ def finetune_classify(
     recipe: str = typer.Argument("finetune-classify", help="A fine-tuning recipe YAML file or bundled name."),
     overrides: list[str] = OVERRIDES,
     model: Path = typer.Option(..., "--model", help="A pretrained model dir in Hugging Face format with its "
-                               "tokenizer (ALBERT, ELECTRA, BERT or I-BERT)."),
+                               "tokenizer (ALBERT, ELECTRA, BERT, RoBERTa or I-BERT)."),
     train: Path = typer.Option(None, "--train", help="Training rows: .csv, .tsv, .jsonl or .parquet."),
     validation: Path = typer.Option(None, "--validation", help="Validation rows: the best checkpoint is picked "
                                     "on them."),
@@ -201,7 +201,7 @@ def finetune_tokens(
     recipe: str = typer.Argument("finetune-tokens", help="A fine-tuning recipe YAML file or bundled name."),
     overrides: list[str] = OVERRIDES,
     model: Path = typer.Option(..., "--model", help="A pretrained model dir in Hugging Face format with its "
-                               "tokenizer (ALBERT, ELECTRA, BERT or I-BERT)."),
+                               "tokenizer (ALBERT, ELECTRA, BERT, RoBERTa or I-BERT)."),
     train: Path = typer.Option(None, "--train", help="Training sentences: CoNLL-style (a token per line, a blank "
                                "line between sentences) or .jsonl ({\"tokens\": [...], \"tags\": [...]})."),
     validation: Path = typer.Option(None, "--validation", help="Validation sentences, as --train: the best "
@@ -222,7 +222,7 @@ def finetune_tokens(
     """Token classification (NER, POS, chunking): words aligned to subword pieces, entity-level F1 as
     seqeval computes it for BIO / BIOES tags, token accuracy otherwise."""
     from encoderkit.commands.finetune_tokens import finetune_tokens as command
-    from encoderkit.commands.finetune_tokens import read_splits
+    from encoderkit.data.tokens import read_tagged_splits
     from encoderkit.recipes import load_finetune_recipe
 
     recipe, overrides = _recipe_and_overrides(recipe, overrides, "finetune-tokens")
@@ -230,7 +230,7 @@ def finetune_tokens(
     if len(splits) not in (2, 3):
         _fail(f"--hub-splits: {hub_splits!r}; give train,validation or train,validation,test")
     loaded = load_finetune_recipe(recipe, overrides)
-    data = read_splits(train, validation, test, tag_column, hub, (*splits, None)[:3], hub_tags)
+    data = read_tagged_splits(train, validation, test, tag_column, hub, (*splits, None)[:3], hub_tags)
     command(loaded, model, data, label_all_pieces=label_all_pieces, seeds=seeds, resume=resume)
 
 
@@ -240,7 +240,7 @@ def finetune_qa(
     recipe: str = typer.Argument("squad-electra-small", help="A question-answering recipe YAML file or bundled name."),
     overrides: list[str] = OVERRIDES,
     model: Path = typer.Option(..., "--model", help="A pretrained model dir in Hugging Face format with its tokenizer "
-                               "(ALBERT, ELECTRA discriminator, BERT, I-BERT)."),
+                               "(ALBERT, ELECTRA discriminator, BERT, RoBERTa, I-BERT)."),
     train: str = typer.Option(..., "--train", help="Training questions: a SQuAD .json (v1.1 or v2.0), a .jsonl "
                               "(id, question, context, answers), or from the hub squad:train / squad_v2:train."),
     dev: str = typer.Option(..., "--dev", help="Dev questions, as --train (e.g. dev-v2.0.json or squad:validation)."),
@@ -262,7 +262,7 @@ def finetune_choice(
     recipe: str = typer.Argument("swag-electra-small", help="A multiple-choice recipe YAML file or bundled name."),
     overrides: list[str] = OVERRIDES,
     model: Path = typer.Option(..., "--model", help="A pretrained model dir in Hugging Face format with its tokenizer "
-                               "(ALBERT, ELECTRA discriminator, BERT, I-BERT)."),
+                               "(ALBERT, ELECTRA discriminator, BERT, RoBERTa, I-BERT)."),
     train: Path = typer.Option(..., "--train", help="Training examples: a SWAG .csv (sent1, sent2, ending0.., label), "
                                "a RACE .json file or directory, or a .jsonl (context, choices, label)."),
     dev: Path = typer.Option(..., "--dev", help="Dev examples, as --train."),
@@ -278,27 +278,33 @@ def finetune_choice(
     command(load_choice_recipe(recipe, overrides), model, train, dev, test, seeds=seeds, resume=resume)
 
 
-@app.command(epilog="Example: encoderkit quantize --model runs/rte/rte/best --task rte --data-dir glue_data "
-                    "quantize-glue output.dir=runs/rte-int8")
+@app.command(epilog="Examples: encoderkit quantize --model runs/rte/rte/best --task rte --data-dir glue_data "
+                    "quantize-glue output.dir=runs/rte-int8 ; encoderkit quantize --model runs/ner --train train.conll "
+                    "--validation dev.conll output.dir=runs/ner-int8")
 def quantize(
     recipe: str = typer.Argument("quantize-glue", help="A quantization recipe YAML file or bundled name "
-                                 "(quantize-glue: I-BERT's settings)."),
+                                 "(quantize-glue: I-BERT's settings, for sequence and token classifiers)."),
     overrides: list[str] = OVERRIDES,
-    task: str = typer.Option(..., "--task", help="The GLUE task the model was fine-tuned on: cola, sst2, mrpc, "
-                             "stsb, qqp, mnli, qnli, rte, wnli."),
     model: Path = typer.Option(..., "--model", help="A fine-tuned classifier in Hugging Face format with its "
-                               "tokenizer (BERT, ELECTRA with embedding_size = hidden_size, RoBERTa, I-BERT), e.g. "
-                               "the best/ dir of `finetune glue`."),
+                               "tokenizer (BERT, ELECTRA, RoBERTa, ALBERT, I-BERT), e.g. the best/ dir of "
+                               "`finetune glue`, or a `finetune tokens` run dir (its best/ is quantized)."),
+    task: str = typer.Option(None, "--task", help="A sequence classifier's GLUE task: cola, sst2, mrpc, "
+                             "stsb, qqp, mnli, qnli, rte, wnli."),
     data_dir: Path = typer.Option(None, "--data-dir", help="The GLUE download (CoLA/, SST-2/, ... with their TSV "
                                   "files); without it the nyu-mll/glue dataset comes from the hub."),
+    train: Path = typer.Option(None, "--train", help="A token classifier's training sentences, as `finetune tokens` "
+                               "reads them: CoNLL-style or .jsonl ({\"tokens\": [...], \"tags\": [...]})."),
+    validation: Path = typer.Option(None, "--validation", help="A token classifier's validation sentences: the "
+                                    "best QAT epoch is picked and every model scored on them."),
+    tag_column: int = typer.Option(-1, "--tag-column", help="CoNLL files: the tag's column, from 0 (-1: last)."),
 ):
     """Quantization-aware fine-tuning with I-BERT, export to integer-only inference, and FP32 against quantized
-    dev scores in one table."""
-    from encoderkit.commands.quantize import quantize_glue
+    scores in one table: a sequence classifier on its GLUE task, or a token classifier on its tagged files."""
+    from encoderkit.commands.quantize import quantize as command
     from encoderkit.recipes import load_quantize_recipe
 
     recipe, overrides = _recipe_and_overrides(recipe, overrides, "quantize-glue")
-    quantize_glue(load_quantize_recipe(recipe, overrides), task, model, data_dir)
+    command(load_quantize_recipe(recipe, overrides), model, task, data_dir, train, validation, tag_column)
 
 
 @app.command(epilog='Example: printf "a gripping, funny film\\n" | encoderkit predict --model runs/sst2-int8/integer '

@@ -59,6 +59,9 @@ def test_held_out_numbers_curves_and_tensorboard(albert_run):
     for record in evaluations.values():
         assert {"eval_mlm_acc", "eval_mlm_perplexity", "eval_unigram_acc", "eval_unigram_perplexity",
                 "eval_sop_acc"} <= set(record)
+    # The last line gives each held-out accuracy beside the one where the input hid the token.
+    summary = r"; held-out: mlm_acc \d\.\d{3}, mlm_acc_hidden \d\.\d{3}, unigram_acc \d\.\d{3}, sop_acc \d\.\d{3}\)"
+    assert re.search(summary, " ".join(stderr.split())), stderr
     # Outside a terminal each progress line says the step, the total and the time left, on one line.
     assert re.search(r"^step 6/6  loss \d+\.\d+ .* \d+:\d\d:\d\d left$", stderr, re.MULTILINE), stderr
     assert (run_dir / "curves.png").stat().st_size > 10_000

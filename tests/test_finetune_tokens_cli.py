@@ -1,5 +1,6 @@
 """`encoderkit finetune tokens` end to end: a tiny model learns a generated tagging task to near-perfect entity F1,
-the run dir holds what transformers' pipeline and `encoderkit predict` read, bad input gets one line and exit 2."""
+the run dir holds what transformers' pipeline and `encoderkit predict` read, bad input gets one line and exit 2;
+then `encoderkit quantize` runs QAT on its token head and the integer-only dir tags words in `encoderkit predict`."""
 
 import json
 import os
@@ -11,7 +12,12 @@ import pytest
 import torch
 
 from encoderkit.data.tokenizer import Tokenizer
-from encoderkit.models.electra import ElectraConfig, ElectraForPreTraining
+from encoderkit.models.electra import (
+    ElectraConfig,
+    ElectraForPreTraining,
+    ElectraForSequenceClassification,
+    ElectraForTokenClassification,
+)
 from encoderkit.models.hf_format import save_pretrained
 
 TINY = dict(embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -23,7 +29,8 @@ CITIES, FILLER = ["paris", "rome", "oslo"], "the a went to saw met in from with 
 
 
 def cli(*args, stdin=None):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # no torch.compile: the integer-only chains run eagerly (the same integers) instead of compiling per shape
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHDYNAMO_DISABLE": "1"}
     return subprocess.run([sys.executable, "-m", "encoderkit", *args], capture_output=True, text=True, timeout=300,
                           env=env, input=stdin)
 
@@ -156,3 +163,71 @@ def test_a_hub_dataset_without_a_network_is_one_line_and_exit_2(command, model_d
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: could not load 'conll2003' (train) from the Hugging Face hub")
     assert "pass local files instead" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# I-BERT's QAT settings (the bundled quantize-glue recipe), one short epoch.
+QUICK_QAT = ["quantize.max_seq_length=32", "train.batch_size=16", "quantize.task_batch_size={}", "quantize.epochs=1",
+             "quantize.calibration_batches=4", "train.log_every=5"]
+
+
+@pytest.mark.slow
+def test_quantize_runs_qat_on_the_token_head_and_the_integer_dir_tags_words(trained, data, tmp_path):
+    """`quantize` takes the `finetune tokens` run dir (its best/) and the same tagged files; the table and
+    results.json hold accuracy and entity scores of FP32, QAT and the integer-only model (ELECTRA-Small's layout:
+    the embedding projection is quantized too)."""
+    out, _, _ = trained
+    run = tmp_path / "int8"
+    result = cli("quantize", "--model", str(out), "--train", str(data / "train.conll"), "--validation",
+                 str(data / "dev.conll"), *QUICK_QAT, f"output.dir={run}")
+    assert result.returncode == 0, result.stderr
+    results = json.loads((run / "results.json").read_text())
+    assert results["model"] == str(out / "best") and results["architecture"] == "ElectraForTokenClassification"
+    assert results["freshly_initialised"] == []  # the token classifier maps onto I-BERT's
+    f1 = {name: scores["validation"]["f1"] for name, scores in results["scores"].items()}
+    assert set(f1) == {"fp32", "calibrated", "qat", "integer"}
+    assert f1["fp32"] >= 0.98 and f1["qat"] >= 0.98 and abs(f1["integer"] - f1["qat"]) <= 0.01
+    assert all("accuracy" in scores["validation"] for scores in results["scores"].values())
+    assert "f1 - FP32" in result.stdout and "integer-only" in result.stdout
+    assert json.loads((run / "qat" / "config.json").read_text())["id2label"]["1"] == "B-PER"
+    tagged = cli("predict", "--model", str(run / "integer"), stdin="yesterday alice smith went to paris\n")
+    assert tagged.returncode == 0, tagged.stderr
+    assert tagged.stdout == "yesterday/O alice/B-PER smith/I-PER went/O to/O paris/B-LOC\n"
+
+
+@pytest.fixture(scope="module")
+def untrained(model_dir, tmp_path_factory):
+    """A token classifier with the task's tags and a sequence classifier, as `finetune` saves them (untrained)."""
+    config = dict(vocab_size=json.loads((model_dir / "config.json").read_text())["vocab_size"], **TINY)
+    tags = dict(enumerate(["B-LOC", "B-PER", "I-PER", "O"]))
+    dirs = {}
+    for name, model in (("tokens", ElectraForTokenClassification(ElectraConfig(**config, num_labels=4,
+                                                                               id2label=tags))),
+                        ("sequence", ElectraForSequenceClassification(ElectraConfig(**config)))):
+        dirs[name] = tmp_path_factory.mktemp(name)
+        save_pretrained(model, dirs[name])
+        Tokenizer.load(model_dir).save(dirs[name])
+    return dirs
+
+
+@pytest.mark.parametrize("case", ["token classifier with --task", "sentence classifier with files",
+                                  "tag the classifier lacks", "neither"])
+def test_quantize_bad_input_is_one_line_and_exit_2(case, untrained, data, tmp_path):
+    out = untrained["tokens"]
+    files = ["--train", str(data / "train.conll"), "--validation", str(data / "dev.conll")]
+    if case == "token classifier with --task":
+        args, expected = ["--model", str(out), "--task", "sst2", *files], "--task/--data-dir: a token classifier"
+    elif case == "sentence classifier with files":
+        args = ["--model", str(untrained["sequence"]), *files]
+        expected = "holds a sequence classifier (ElectraForSequenceClassification): give its GLUE task with --task"
+    elif case == "tag the classifier lacks":
+        other = tmp_path / "other.conll"
+        other.write_text("alice B-ORG\n")
+        args = ["--model", str(out), "--train", str(other), "--validation", str(data / "dev.conll")]
+        expected = f"{other}:1: tag 'B-ORG' is not in the classifier's id2label (its tags: B-LOC, B-PER, I-PER, O)"
+    else:
+        args, expected = ["--model", str(out)], "--task: give the GLUE task of a sequence classifier, or --train"
+    result = cli("quantize", *args, "quantize.max_seq_length=32", f"output.dir={tmp_path / 'run'}")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and expected in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()

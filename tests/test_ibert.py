@@ -17,7 +17,7 @@ transformers = pytest.importorskip("transformers")
 TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=40)
 HF_HEADS = {"base": "IBertModel", "sequence_classification": "IBertForSequenceClassification",
-            "masked_lm": "IBertForMaskedLM"}
+            "masked_lm": "IBertForMaskedLM", "token_classification": "IBertForTokenClassification"}
 
 
 def randomize(model, seed=0):
@@ -98,13 +98,16 @@ def test_transformers_checkpoint_loads_with_same_outputs(tmp_path, head, force_d
     torch.testing.assert_close(our_output(ours, inputs), hf_output(theirs, inputs), atol=1e-5, rtol=1e-5)
 
 
-def test_ours_loads_in_transformers_with_same_logits(tmp_path):
+@pytest.mark.parametrize("head", ["sequence_classification", "token_classification"])
+def test_ours_loads_in_transformers_with_same_logits(tmp_path, head):
+    """What `encoderkit quantize` writes to qat/ (a QAT classifier, ranges calibrated) loads in transformers'
+    IBertFor{Sequence,Token}Classification with nothing missing and the same logits."""
     config = ibert.IBertConfig(**TINY, quant_mode=True, num_labels=3)
-    ours = randomize(ibert.IBertForSequenceClassification(config))
+    ours = randomize(ibert.HEADS[head](config))
     ibert.calibrate(ours, calibration_batches())
     hf_format.save_pretrained(ours, tmp_path)
-    assert json.loads((tmp_path / "config.json").read_text())["architectures"] == ["IBertForSequenceClassification"]
-    theirs, info = transformers.IBertForSequenceClassification.from_pretrained(tmp_path, output_loading_info=True)
+    assert json.loads((tmp_path / "config.json").read_text())["architectures"] == [HF_HEADS[head]]
+    theirs, info = getattr(transformers, HF_HEADS[head]).from_pretrained(tmp_path, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     inputs = batch()
     torch.testing.assert_close(our_output(ours, inputs), hf_output(theirs.eval(), inputs), atol=1e-5, rtol=1e-5)

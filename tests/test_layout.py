@@ -33,7 +33,8 @@ IBERT_ALLOWED = {
     "convert": {"model", "quant"},
     "int_ops": set(),
     "schedule": set(),
-    "integer": {"int_ops", "schedule"},
+    "kernels": set(),
+    "integer": {"int_ops", "kernels", "schedule"},
     "export": {"model", "quant", "integer", "int_ops"},
 }
 

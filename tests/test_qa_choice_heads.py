@@ -7,7 +7,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from encoderkit.models import albert, electra, hf_format
+from encoderkit.models import albert, electra, hf_format, roberta
 from encoderkit.models.ibert import model as ibert
 from encoderkit.objectives.multiple_choice import ChoiceObjective
 from encoderkit.objectives.question_answering import SpanObjective
@@ -19,6 +19,7 @@ FAMILIES = {  # family -> (our config class, config kwargs, transformers prefix,
     "albert": (albert.AlbertConfig, dict(SIZES, embedding_size=16, hidden_act="gelu_new"), "Albert", 0),
     "electra": (electra.ElectraConfig, dict(SIZES, embedding_size=16, hidden_act="gelu_new"), "Electra", 0),
     "bert": (electra.BertConfig, dict(SIZES, hidden_act="gelu_new"), "Bert", 0),
+    "roberta": (roberta.RobertaConfig, dict(SIZES, hidden_act="gelu_new", max_position_embeddings=40), "Roberta", 1),
     "ibert": (ibert.IBertConfig, dict(SIZES, intermediate_size=64, max_position_embeddings=40), "IBert", 1),
 }
 HEADS = {"question_answering": "ForQuestionAnswering", "multiple_choice": "ForMultipleChoice"}

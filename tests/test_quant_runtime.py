@@ -1,15 +1,21 @@
 """The integer-only I-BERT: parity with the QAT model it was exported from, fused == eager, save/load,
 no float arithmetic (and no float GEMM) on the integer path, the integer helpers."""
 
+import logging
 import math
+import os
+import shutil
+import subprocess
+import sys
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 import safetensors
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from encoderkit.models.ibert import export, int_ops, schedule
+from encoderkit.models.ibert import export, int_ops, kernels, schedule
 from encoderkit.models.ibert import model as ibert
 from encoderkit.models.ibert.integer import SHARED_WEIGHTS, load_integer_model
 
@@ -115,14 +121,110 @@ def test_projection_and_shared_layers_match_the_qat_model_and_are_stored_once(la
     assert torch.equal(eager(load_integer_model(tmp_path / "model.safetensors"))(**inputs), integer(**inputs))
 
 
+def test_a_token_classifier_exports_with_its_logits_and_tag_names(tmp_path, monkeypatch):
+    """The token head (one float linear layer on every position) on 16-bit weights: logits within LOGITS_ATOL of
+    the QAT model's at every token that is not padding, with the embedding projection; the tag names travel in
+    the file's description (the integer-only dir has no config.json), and the file loads to the same model."""
+    monkeypatch.setattr(schedule, "workers", lambda: 1)
+    qat = qat_model("token_classification", **LAYOUTS["projection"])
+    qat.config.id2label = {0: "B-X", 1: "I-X", 2: "O"}
+    inputs = batch(7)
+    integer = eager(export.export_integer_model(qat))
+    integer.save(tmp_path / "model.safetensors")
+    loaded = eager(load_integer_model(tmp_path / "model.safetensors"))
+    with torch.no_grad():
+        expected = qat(**inputs)
+    logits = loaded(**inputs)
+    assert logits.shape == expected.shape == (3, 12, 3)
+    valid = inputs["attention_mask"].bool()
+    torch.testing.assert_close(logits[valid], expected[valid], atol=LOGITS_ATOL, rtol=0)
+    assert loaded.spec["head"] == "token_classification" and loaded.spec["labels"] == ["B-X", "I-X", "O"]
+    assert torch.equal(logits, integer(**inputs))
+
+
+SECOND_PROCESS = """
+import sys
+import torch
+from encoderkit.models.ibert.integer import load_integer_model
+model_path, inputs_path, out_path = sys.argv[1:]
+torch.save(load_integer_model(model_path)(**torch.load(inputs_path)), out_path)
+assert "torch._inductor.compile_fx" not in sys.modules, "the kernels were compiled again, not loaded"
+"""
+
+
+def _packages(paths) -> dict:
+    return {path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in paths}
+
+
 @pytest.mark.slow
-def test_fused_chains_compute_the_same_integers(classifier):
-    """torch.compile'd chains (one C++ loop nest each) against eager torch: identical integers."""
-    inputs = batch(8)
+def test_compiled_chains_compute_the_same_integers_here_and_in_a_second_process(classifier, tmp_path, monkeypatch,
+                                                                                 caplog):
+    """The compiled chains (AOTInductor packages in encoderkit's cache dir, built on first use if missing) against
+    eager torch: identical integers. A second process loads the packages, compiles nothing, and gets the same
+    integers. A package of another chain put in a chain's place is refused (its probe) and the chain runs eagerly."""
+    inputs = batch(8, (3, 12))
     integer = export.export_integer_model(classifier)
     assert integer.fuse
+    monkeypatch.setattr(kernels, "_chains", {})
     fused = integer(**inputs)
     assert torch.equal(fused, eager(integer)(**inputs))
+
+    assert all(isinstance(chain, kernels._Package) for chain in kernels._chains.values())  # none fell back
+    paths = [Path(path) for path in kernels._chains]
+    built = _packages(paths)
+    assert any(name.startswith("embed-") for name in built) and any(name.startswith("layer-") for name in built)
+    integer.save(tmp_path / "model.safetensors")
+    torch.save(inputs, tmp_path / "inputs.pt")
+    repo = str(Path(__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
+    subprocess.run([sys.executable, "-c", SECOND_PROCESS, str(tmp_path / "model.safetensors"),
+                    str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")], check=True, timeout=120, env=env)
+    assert torch.equal(torch.load(tmp_path / "out.pt"), fused)
+    assert _packages(paths) == built  # loaded, not built again
+
+    # The embeddings' package in the place of each layer's, in a cache of this test's own
+    (tmp_path / "cache" / kernels.kernel_cache_dir().name).mkdir(parents=True)
+    embed = next(path for path in paths if path.name.startswith("embed-"))
+    monkeypatch.setenv("ENCODERKIT_CACHE", str(tmp_path / "cache"))
+    for name in built:
+        shutil.copy(embed, kernels.kernel_cache_dir() / name)
+    monkeypatch.setattr(kernels, "_chains", {})
+    again = export.export_integer_model(classifier)
+    with caplog.at_level(logging.WARNING, logger=kernels.__name__):
+        assert torch.equal(again(**inputs), fused)
+    refused = {name for name in built if name.startswith("layer-")}
+    assert sum("unusable compiled kernel" in record.message for record in caplog.records) == len(refused)
+    assert {path.name for path in kernels.kernel_cache_dir().glob("*")} == set(built) - refused
+
+
+@pytest.mark.parametrize("failure", ["damaged package", "failed build"])
+def test_a_damaged_package_or_a_failed_build_runs_the_chain_eagerly(failure, classifier, tmp_path, monkeypatch,
+                                                                     caplog):
+    """A package that does not load (removed, with a note), or a compiler that fails (a note): the chain runs
+    eagerly, with the same integers, and the stream goes on."""
+    monkeypatch.setenv("ENCODERKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(kernels, "_chains", {})
+    monkeypatch.setattr(kernels, "_can_compile", lambda: True)
+
+    attempted = []
+
+    def build(path, *args):
+        attempted.append(path.name)
+        if failure == "failed build":
+            raise RuntimeError("the C++ compiler failed")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"PK\x03\x04 not a whole package")
+
+    monkeypatch.setattr(kernels, "_build", build)
+    inputs = batch(8)
+    integer = export.export_integer_model(classifier)
+    with caplog.at_level(logging.WARNING, logger=kernels.__name__):
+        assert torch.equal(integer(**inputs), eager(integer)(**inputs))
+    note = "unusable compiled kernel" if failure == "damaged package" else "could not be compiled"
+    notes = [record.message for record in caplog.records if note in record.message]
+    assert len(attempted) == len(set(attempted)) >= 2  # the embeddings' chain and a layer's, each tried once
+    assert len(notes) == len(attempted)
+    assert not list(tmp_path.rglob("*.pt2"))  # a damaged package is removed: the next process builds it again
 
 
 def test_save_load_round_trip_needs_no_float_model(tmp_path, classifier):
@@ -162,8 +264,8 @@ def test_integer_path_has_no_float_arithmetic(classifier, monkeypatch):
     assert [op for op, _ in with_floats] in (["mul", "to", "cat"], ["mul", "_to_copy", "cat"])
     gemms = [(op, dtypes) for op, dtypes in recorder.ops if op in ("_int_mm", "mm", "addmm", "bmm", "matmul")]
     assert all(dtypes <= {torch.int8, torch.int32, torch.int64} for _, dtypes in gemms)
-    (B, S), nh, layers = inputs["input_ids"].shape, 4, 2
-    per_layer = 4 * len(schedule.sequence_groups(B, S)) + 2 * B * nh  # 4 per group of rows; 2 per head
+    B, nh, layers = len(inputs["input_ids"]), 4, 2
+    per_layer = B * (4 + 2 * nh)  # per sequence: q/k/v together, attention output, feed-forward in and out; 2 a head
     assert sum(op == "_int_mm" for op, _ in gemms) == layers * per_layer
     assert all(torch.int8 in dtypes and dtypes <= {torch.int8, torch.int32} for op, dtypes in gemms
                if op == "_int_mm")
@@ -178,7 +280,8 @@ def test_export_needs_quant_mode_calibration_and_an_integer_head():
                                                                         force_dequant="gelu")))
     with pytest.raises(ValueError, match="quant_mode"):
         export.export_integer_model(ibert.IBertModel(ibert.IBertConfig(**TINY)))
-    with pytest.raises(TypeError, match="IBertForMaskedLM"):
+    with pytest.raises(TypeError, match="IBertForMaskedLM: only IBertModel, IBertForSequenceClassification and "
+                                        "IBertForTokenClassification export"):
         export.export_integer_model(ibert.IBertForMaskedLM(config))
 
 

@@ -32,7 +32,8 @@ def cli(*args, cwd=None, env=None):
 
 
 def test_the_bundled_recipes_are_all_there():
-    assert set(NAMES) == {"albert-tiny", "albert-base", "electra-tiny", "electra-small", "electra-base", "bert-mlm",
+    assert set(NAMES) == {"albert-demo", "albert-tiny", "albert-base", "electra-tiny", "electra-small", "electra-base",
+                          "bert-mlm",
                           "glue-electra-small", "glue-electra-base", "glue-albert-base", "glue-roberta-base",
                           "quantize-glue", "finetune-classify", "finetune-tokens", "squad-electra-small",
                           "swag-electra-small"}

@@ -3,6 +3,7 @@ here -> `finetune glue` -> `quantize` -> `predict` on the integer-only dir; I-BE
 (float and quant_mode) in fill-mask, fine-tuning, quantization and predict; fill-mask against transformers'
 pipeline; force_dequant; `tokenizer train` of a byte-level BPE."""
 
+import io
 import json
 import os
 import random
@@ -115,13 +116,14 @@ def test_the_qat_dir_of_a_roberta_loads_in_transformers_with_the_same_logits(rob
 
 @pytest.fixture(scope="module")
 def ibert_path(bpe, glue_dir, tmp_path_factory):
-    """The authors' path: an I-BERT checkpoint (quant_mode false) saved by transformers, fine-tuned in float, then
-    QAT: (the fine-tuned dir, the quantize run dir)."""
+    """The authors' path: an I-BERT checkpoint saved by transformers, fine-tuned in float, then QAT: (the fine-tuned
+    dir, the quantize run dir). The checkpoint says quant_mode true, which `finetune` turns off, saying so once."""
     root = tmp_path_factory.mktemp("ibert")
-    pretrained = saved_by_transformers("IBertForMaskedLM", "IBertConfig", bpe, root / "ibert", quant_mode=False)
+    pretrained = saved_by_transformers("IBertForMaskedLM", "IBertConfig", bpe, root / "ibert", quant_mode=True)
     finetuned = cli("finetune", "glue", "glue-roberta-base", "--task", "sst2", "--model", str(pretrained),
                     "--data-dir", str(glue_dir), *FINETUNE, f"output.dir={root / 'finetune'}")
     assert finetuned.returncode == 0, finetuned.stderr
+    assert finetuned.stderr.count("saved with quant_mode true: it is fine-tuned in float") == 1, finetuned.stderr
     best = root / "finetune" / "sst2" / "best"
     quantized = cli("quantize", "--model", str(best), "--task", "sst2", "--data-dir", str(glue_dir), *QUICK,
                     "quantize.epochs=1", f"output.dir={root / 'int8'}")
@@ -234,6 +236,15 @@ def test_force_dequant_runs_qat_and_refuses_the_integer_export_in_one_line(rober
     assert "integer-only" not in result.stdout and "I-BERT QAT" in result.stdout
 
 
+def test_electra_s_classifier_dropout_on_an_i_bert_dir_is_one_line_saying_how_to_fix_it(bpe, glue_dir, tmp_path):
+    model_dir = saved_by_transformers("IBertForMaskedLM", "IBertConfig", bpe, tmp_path / "ibert")
+    result = cli("finetune", "glue", "glue-electra-small", "--task", "sst2", "--model", str(model_dir), "--data-dir",
+                 str(glue_dir), f"output.dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "hidden_dropout_prob" in result.stderr and "finetune.classifier_dropout=null" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_force_dequant_outside_i_berts_choices_is_one_line(tmp_path):
     result = cli("quantize", "--model", str(tmp_path), "--task", "sst2", "quantize.force_dequant=all",
                  f"output.dir={tmp_path / 'run'}")
@@ -294,3 +305,91 @@ def test_the_benchmark_script_times_a_roberta_run(roberta_path, tmp_path):
     assert result.returncode == 0, result.stderr
     sides = json.loads((tmp_path / "b.json").read_text())["timings"]["2x32"]
     assert all("latency_ms" in side for side in sides.values()) and set(sides) == {"fp32", "integer", "transformers"}
+
+
+# ---- RoBERTa's token, question-answering and multiple-choice heads from the CLI ---------------------
+
+
+@pytest.fixture(scope="module")
+def word_bpe():
+    """A byte-level BPE whose pieces are the whole words of the generated tagging, span and choice tasks."""
+    from test_finetune_tokens_cli import tagged_sentence
+    from test_qa_choice_cli import TARGETS, span_example
+
+    rng = random.Random(0)
+    texts = [" ".join(tagged_sentence(rng)[0]) for _ in range(300)] + [span_example(rng, i)[0] for i in range(300)]
+    return ByteLevelBPETokenizer.train(texts + [" ".join(TARGETS), "What comes after the cue? It is"] * 5, 700)
+
+
+def jsonl_answers(model_dir, lines: list[str]) -> list[dict]:
+    """`encoderkit predict --format jsonl`'s answers, from the command's function (no process start per dir)."""
+    from encoderkit.commands.predict import run
+
+    out, err = io.StringIO(), io.StringIO()
+    assert run(model_dir, io.BytesIO("".join(line + "\n" for line in lines).encode()), "jsonl", out=out, err=err) == 0
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+@pytest.mark.slow
+def test_roberta_tags_answers_and_chooses_from_the_cli(word_bpe, tmp_path):
+    """`finetune tokens`, `qa` and `choice` on a RoBERTa saved by transformers, then `predict` on each best dir: the
+    tags are transformers' own on RobertaTokenizerFast(add_prefix_space=True)'s word pieces (run_ner's), the choice
+    scores its RobertaForMultipleChoice's."""
+    from test_finetune_tokens_cli import tagged_sentence, write_conll
+    from test_qa_choice_cli import span_example, write_squad, write_swag
+
+    pretrained = saved_by_transformers("RobertaModel", "RobertaConfig", word_bpe, tmp_path / "roberta")
+    rng = random.Random(1)
+    for split, count in (("train", 240), ("dev", 40)):
+        write_conll(tmp_path / f"{split}.conll", [tagged_sentence(rng) for _ in range(count)])
+    write_squad(tmp_path / "train.json", 320, 1), write_squad(tmp_path / "dev.json", 40, 2)
+    write_swag(tmp_path / "train.csv", 320, 5), write_swag(tmp_path / "dev.csv", 40, 6)
+    quick = ["train.batch_size=16", "train.log_every=10"]
+    commands = {
+        "tokens": ["--train", tmp_path / "train.conll", "--validation", tmp_path / "dev.conll",
+                   "finetune.max_seq_length=32", "finetune.epochs=3", "train.learning_rate=3e-3"],
+        "qa": ["squad-electra-small", "--train", tmp_path / "train.json", "--dev", tmp_path / "dev.json",
+               "qa.max_seq_length=40", "qa.doc_stride=8", "qa.max_query_length=12", "qa.layerwise_lr_decay=1.0",
+               "qa.epochs=3", "train.learning_rate=2e-3"],
+        "choice": ["swag-electra-small", "--train", tmp_path / "train.csv", "--dev", tmp_path / "dev.csv",
+                   "choice.max_seq_length=24", "choice.epochs=3", "choice.layerwise_lr_decay=1.0",
+                   "train.learning_rate=4e-3"]}
+    results = {}
+    for command, args in commands.items():
+        result = cli("finetune", command, "--model", str(pretrained), *map(str, args), *quick,
+                     f"output.dir={tmp_path / command}")
+        assert result.returncode == 0, result.stderr
+        results[command] = json.loads((tmp_path / command / "results.json").read_text())
+    assert results["tokens"]["median"]["validation"]["f1"] >= 0.95
+    assert results["qa"]["dev"]["exact_match"] >= 90
+    assert results["choice"]["best_checkpoint"]["scores"]["dev"]["accuracy"] >= 0.85
+    best = {"tokens": tmp_path / "tokens" / "best", "qa": tmp_path / "qa" / "qa" / "best",
+            "choice": tmp_path / "choice" / "choice" / "best"}
+    for command, head in (("tokens", "TokenClassification"), ("qa", "QuestionAnswering"), ("choice", "MultipleChoice")):
+        assert json.loads((best[command] / "config.json").read_text())["architectures"] == [f"RobertaFor{head}"]
+
+    sentences = [tagged_sentence(rng)[0] for _ in range(4)]
+    answers = jsonl_answers(best["tokens"], [" ".join(words) for words in sentences])
+    tokenizer = transformers.RobertaTokenizerFast.from_pretrained(best["tokens"], add_prefix_space=True)
+    tagger = transformers.RobertaForTokenClassification.from_pretrained(best["tokens"]).eval()
+    for words, answer in zip(sentences, answers, strict=True):
+        encoding = tokenizer(words, is_split_into_words=True, return_tensors="pt")
+        word_ids = encoding.word_ids()
+        firsts = [i for i, word in enumerate(word_ids) if word is not None and word != word_ids[i - 1]]
+        with torch.no_grad():
+            tags = tagger(**encoding).logits[0, firsts].argmax(-1).tolist()
+        assert answer["words"] == words and answer["tags"] == [tagger.config.id2label[tag] for tag in tags]
+
+    contexts = [span_example(rng, i) for i in range(4)]
+    answers = jsonl_answers(best["qa"], [json.dumps({"question": qa["question"], "context": context})
+                                         for context, qa in contexts])
+    assert [answer["answer"] for answer in answers] == [qa["answers"][0]["text"] for _, qa in contexts]
+
+    context, choices = "the old lemon house.", ["It is a mango.", "It is a lemon.", "It is a kiwi."]
+    [answer] = jsonl_answers(best["choice"], [json.dumps({"context": context, "choices": choices})])
+    tokenizer = transformers.RobertaTokenizerFast.from_pretrained(best["choice"])
+    chooser = transformers.RobertaForMultipleChoice.from_pretrained(best["choice"]).eval()
+    pairs = tokenizer([context] * len(choices), choices, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        scores = chooser(**{key: value[None] for key, value in pairs.items()}).logits[0].softmax(-1)
+    assert answer["label"] == 1 and answer["scores"] == pytest.approx(scores.tolist(), abs=1e-5)

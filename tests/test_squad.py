@@ -11,6 +11,7 @@ import torch
 from data_helpers import tiny_tokenizer
 from test_wordpiece import write_vocab
 
+from encoderkit.data.bpe import ByteLevelBPETokenizer
 from encoderkit.data.squad import (
     Answer,
     QADataError,
@@ -105,12 +106,16 @@ def reference_tokenizers(tmp_path):
     write_vocab(tmp_path / "wordpiece", pieces=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "?", *WORDS,
                                                  "where", "##s"])
     tiny_tokenizer().save(tmp_path / "spiece")
+    bpe = ByteLevelBPETokenizer.train([e.context for e in generated_examples(40)] + ["where is the cat?"], 300)
+    bpe.save(tmp_path / "bpe")
     return {"wordpiece": (Tokenizer.load(tmp_path / "wordpiece"),
                           transformers.BertTokenizerFast.from_pretrained(tmp_path / "wordpiece")),
-            "sentencepiece": (tiny_tokenizer(), transformers.AlbertTokenizerFast.from_pretrained(tmp_path / "spiece"))}
+            "sentencepiece": (tiny_tokenizer(), transformers.AlbertTokenizerFast.from_pretrained(tmp_path / "spiece")),
+            "bpe": (Tokenizer.load(tmp_path / "bpe"),
+                    transformers.RobertaTokenizerFast.from_pretrained(tmp_path / "bpe"))}
 
 
-@pytest.mark.parametrize("kind", ["wordpiece", "sentencepiece"])
+@pytest.mark.parametrize("kind", ["wordpiece", "sentencepiece", "bpe"])  # bpe: RoBERTa's <s> q </s></s> c </s>
 @pytest.mark.parametrize("training", [True, False], ids=["train", "validation"])
 def test_features_are_run_qa_features(tmp_path, kind, training):
     ours_tokenizer, reference = reference_tokenizers(tmp_path)[kind]
@@ -122,7 +127,7 @@ def test_features_are_run_qa_features(tmp_path, kind, training):
     windows_with_answer = 0
     for f, feature in enumerate(theirs):
         length = int(ours.encoded.lengths[f])
-        assert ours.encoded.input_ids[f, :length].tolist() == [t for t in feature["input_ids"] if t != 0]
+        assert ours.encoded.input_ids[f].tolist() == feature["input_ids"]  # padded with the pad id to 32 both
         assert ours.encoded.token_type_ids[f, :length].tolist() == feature["token_type_ids"][:length]
         assert examples[ours.example_index[f]].id == feature["example_id"]
         assert ours.offsets[f] == feature["offset_mapping"][:length]

@@ -27,7 +27,13 @@ from encoderkit.commands.lines import (
     resolve_device,
 )
 from encoderkit.models.albert import AlbertConfig, AlbertForMaskedLM
-from encoderkit.models.electra import BertConfig, BertForSequenceClassification, ElectraConfig, ElectraForPreTraining
+from encoderkit.models.electra import (
+    BertConfig,
+    BertForMultipleChoice,
+    BertForSequenceClassification,
+    ElectraConfig,
+    ElectraForPreTraining,
+)
 from encoderkit.models.hf_format import save_pretrained
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -129,6 +135,15 @@ def test_batches_are_sorted_by_length_and_answers_come_in_input_order():
     assert [json.loads(line)["length"] for line in out.getvalue().splitlines()] == [5, 1, 9, 3, 7, 2]
 
 
+def test_a_line_much_longer_than_the_others_runs_in_a_batch_of_its_own():
+    texts = ["x" * n for n in (4, 40, 5, 4, 6)]
+    recorder, out, err = Recorder(), io.StringIO(), io.StringIO()
+    answer_stream(io.BytesIO("\n".join(texts).encode()), recorder.task(), "jsonl", out, err, batch_size=8)
+    # with it, the first batch would be 5 x 40 positions for 59 real ones: more than half padding
+    assert [[len(text) for text in batch] for batch in recorder.batches] == [[4, 4, 5, 6], [40]]
+    assert [json.loads(line)["length"] for line in out.getvalue().splitlines()] == [4, 40, 5, 4, 6]
+
+
 def test_a_failing_line_is_reported_in_its_place_and_the_others_are_answered():
     lines = b"aaa\nbad one\nboom\n  \nbb\n"
     recorder, out, err = Recorder(fail_on="boom"), io.StringIO(), io.StringIO()
@@ -221,6 +236,37 @@ def test_predict_equals_transformers_pipeline_and_model(model_dirs):
         logits = model(torch.tensor([first + second]), token_type_ids=types).logits
     probability, label = logits[0].softmax(-1).max(-1)
     assert (records[5]["label"], records[5]["score"]) == (int(label), pytest.approx(float(probability), abs=1e-6))
+
+
+def test_multiple_choice_lines_run_in_batches_and_equal_transformers_model(tmp_path):
+    from transformers import BertForMultipleChoice as Reference
+
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(0)
+    save_pretrained(BertForMultipleChoice(BertConfig(vocab_size=tokenizer.vocab_size, **TINY)), tmp_path)
+    tokenizer.save(tmp_path)
+    rng = random.Random(3)
+    rows = [{"context": sentence(rng, rng.randint(2, 12)), "choices": [sentence(rng, rng.randint(1, 6))
+                                                                       for _ in range(count)]}
+            for count in (2, 4, 2, 3, 4, 2)]
+    calls = []
+    with torch.nn.modules.module.register_module_forward_hook(
+            lambda module, args, output: calls.append(1) if isinstance(module, BertForMultipleChoice) else None):
+        failed, records, _ = answer(predict, tmp_path, "\n".join(map(json.dumps, rows)).encode(), batch_size=8)
+    assert failed == 0 and len(calls) == 3  # one forward pass per number of choices
+    reference = Reference.from_pretrained(tmp_path).eval()
+    for row, record in zip(rows, records, strict=True):
+        pairs = [([tokenizer.cls_id, *tokenizer.encode(row["context"]), tokenizer.sep_id],
+                  [*tokenizer.encode(choice), tokenizer.sep_id]) for choice in row["choices"]]
+        width = max(len(a) + len(b) for a, b in pairs)
+        ids, types, mask = (torch.tensor([[*a, *b] + [0] * (width - len(a) - len(b)) for a, b in pairs]),
+                            torch.tensor([[0] * len(a) + [1] * len(b) + [0] * (width - len(a) - len(b))
+                                          for a, b in pairs]),
+                            torch.tensor([[1] * (len(a) + len(b)) + [0] * (width - len(a) - len(b)) for a, b in pairs]))
+        with torch.no_grad():
+            expected = reference(ids[None], mask[None], types[None]).logits[0].softmax(-1)
+        assert record["scores"] == pytest.approx(expected.tolist(), abs=1e-6)
+        assert record["label"] == int(expected.argmax())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -346,10 +392,7 @@ def test_a_slow_step_says_so_once_and_a_fast_one_says_nothing():
 
 
 def test_integer_kernels_are_cached_under_encoderkits_cache_dir(monkeypatch, tmp_path):
-    from encoderkit.models.ibert.int_ops import kernel_cache_dir
+    from encoderkit.models.ibert.kernels import kernel_cache_dir
 
-    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.setenv("ENCODERKIT_CACHE", str(tmp_path))
-    assert kernel_cache_dir() == tmp_path / "inductor"
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))  # a user's own setting wins
-    assert kernel_cache_dir() == tmp_path / "mine"
+    assert kernel_cache_dir() == tmp_path / "integer-kernels"

@@ -1,5 +1,5 @@
 """Token classification data: CoNLL / JSON Lines readers and their errors, word-to-piece alignment and
-windows (WordPiece and SentencePiece), entity scores against seqeval itself, the objective."""
+windows (WordPiece, SentencePiece, byte-level BPE), entity scores against seqeval itself, the objective."""
 
 import random
 
@@ -78,12 +78,11 @@ def minilm():
 WORDS = ["Johanson", "visited", "Kraków", "yesterday", ",", "unbelievably", "happily", "."]
 
 
-def test_word_pieces_and_first_piece_labels_match_transformers_word_ids(minilm):
-    ours, theirs = minilm
-    tags = ["B-PER", "O", "B-LOC", "O", "O", "O", "O", "O"]
+def assert_aligned_as_run_ner(ours, theirs, words, tags):
+    """Ids and first-piece labels of encode_tagged equal run_ner's from transformers' tokenizer `theirs`."""
     names = sorted(set(tags))
-    encoded = encode_tagged([TaggedSentence(WORDS, tags, "x")], ours, 64, names)
-    reference = theirs(WORDS, is_split_into_words=True)
+    encoded = encode_tagged([TaggedSentence(words, tags, "x")], ours, 64, names)
+    reference = theirs(words, is_split_into_words=True)
     length = int(encoded.lengths[0])
     assert encoded.input_ids[0, :length].tolist() == reference["input_ids"]
     word_ids, previous, expected = reference.word_ids(), None, []
@@ -91,7 +90,24 @@ def test_word_pieces_and_first_piece_labels_match_transformers_word_ids(minilm):
         expected.append(IGNORED if word is None or word == previous else names.index(tags[word]))
         previous = word
     assert encoded.labels[0, :length].tolist() == expected
-    assert encoded.word_starts[0].sum() == len(WORDS)
+    assert encoded.word_starts[0].sum() == len(words)
+
+
+def test_word_pieces_and_first_piece_labels_match_transformers_word_ids(minilm):
+    assert_aligned_as_run_ner(*minilm, WORDS, ["B-PER", "O", "B-LOC", "O", "O", "O", "O", "O"])
+
+
+def test_byte_level_bpe_words_are_pieced_with_their_space_as_run_ner_s_roberta_tokenizer(tmp_path):
+    """run_ner loads RoBERTa's tokenizer with add_prefix_space=True: every word, the first too, is "Ġword"."""
+    from encoderkit.data.bpe import ByteLevelBPETokenizer
+
+    ours = ByteLevelBPETokenizer.train([" ".join(WORDS[1:]), "visited yesterday happily"] * 3, vocab_size=300)
+    ours.save(tmp_path)
+    theirs = transformers.RobertaTokenizerFast.from_pretrained(tmp_path, add_prefix_space=True)
+    words = ["visited", *WORDS, "<mask>", "東京"]
+    assert_aligned_as_run_ner(ours, theirs, words, ["O", "B-PER", "O", "B-LOC", "O", "O", "O", "O", "O", "O", "O"])
+    without_space = encode_tagged([TaggedSentence(["visited"], ["O"], "x")], ours, 8, ["O"]).input_ids[0, 1]
+    assert int(without_space) == ours.encode(" visited")[0] != ours.encode("visited")[0]
 
 
 def test_label_all_pieces_tags_later_pieces_with_the_inside_tag(minilm):

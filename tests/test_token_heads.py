@@ -1,4 +1,4 @@
-"""ForTokenClassification heads (ALBERT, ELECTRA, BERT, I-BERT): logits and gradients equal to transformers'
+"""ForTokenClassification heads (ALBERT, ELECTRA, BERT, RoBERTa, I-BERT): logits and gradients equal to transformers'
 on the same weights, checkpoints loading both ways, tensor names exactly transformers'."""
 
 import dataclasses
@@ -8,7 +8,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from encoderkit.models import albert, electra, hf_format
+from encoderkit.models import albert, electra, hf_format, roberta
 from encoderkit.models.ibert import model as ibert
 
 transformers = pytest.importorskip("transformers")
@@ -22,6 +22,8 @@ FAMILIES = {  # name -> (our config, our class, transformers' config and class n
                 electra.ElectraForTokenClassification, "ElectraConfig", "ElectraForTokenClassification"),
     "bert": (electra.BertConfig(**TINY, num_labels=5),
              electra.BertForTokenClassification, "BertConfig", "BertForTokenClassification"),
+    "roberta": (roberta.RobertaConfig(**TINY, num_labels=5),  # positions from pad id 1 + 1
+                roberta.RobertaForTokenClassification, "RobertaConfig", "RobertaForTokenClassification"),
     "ibert": (ibert.IBertConfig(**{**TINY, "hidden_act": "gelu"}, num_labels=5),
               ibert.IBertForTokenClassification, "IBertConfig", "IBertForTokenClassification"),
 }

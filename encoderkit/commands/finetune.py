@@ -45,7 +45,8 @@ def load_classifier(model_dir: Path, task: GlueTask, dropout: float | None):
 
     A head the checkpoint lacks starts from a fresh initialisation (seed it before calling).
     """
-    return load_model(model_dir, "sequence_classification", classifier_dropout=dropout, num_labels=task.num_labels,
+    return load_model(model_dir, "sequence_classification", classifier_dropout=dropout, in_float=True,
+                      num_labels=task.num_labels,
                       problem_type="regression" if task.labels is None else "single_label_classification")
 
 

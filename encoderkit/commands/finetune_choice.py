@@ -85,7 +85,7 @@ def finetune_choice(recipe: ChoiceRecipe, model_dir: Path, train_source: Path, d
     def new_model():
         if model_type == "electra" and settings.classifier_dropout is not None:  # its head's dropout is the summary's
             return load_model(model_dir, HEAD, summary_last_dropout=settings.classifier_dropout)
-        return load_model(model_dir, HEAD, classifier_dropout=settings.classifier_dropout)
+        return load_model(model_dir, HEAD, classifier_dropout=settings.classifier_dropout, in_float=True)
 
     positions = max_tokens(new_model())
     if settings.max_seq_length > positions:

@@ -101,7 +101,7 @@ def finetune_classify(recipe: FinetuneRecipe, model_dir: Path, rows: dict[str, l
     objective = ClassificationObjective(space.num_labels, multi_label=space.problem_type == MULTI, threshold=threshold)
 
     def new_model():
-        return load_model(model_dir, HEAD, classifier_dropout=settings.classifier_dropout,
+        return load_model(model_dir, HEAD, classifier_dropout=settings.classifier_dropout, in_float=True,
                           num_labels=space.num_labels, problem_type=space.problem_type,
                           id2label=None if space.problem_type == REGRESSION else dict(enumerate(space.names)))
 

@@ -89,7 +89,11 @@ def finetune_qa(recipe: QARecipe, model_dir: Path, train_source: str, dev_source
     skipped = len(train_examples) - len(usable)
     if skipped:  # the original run_squad skips them too ("Could not find answer")
         console.log(f"skipped {skipped} training questions whose answer text is not at its answer_start")
-    positions = max_tokens(load_model(model_dir, HEAD, num_labels=2))
+
+    def new_model():
+        return load_model(model_dir, HEAD, in_float=True, num_labels=2)
+
+    positions = max_tokens(new_model())
     if settings.max_seq_length > positions:
         raise RecipeError(f"qa.max_seq_length: {settings.max_seq_length} exceeds the model's {positions} positions")
     train_features = build_features(usable, tokenizer, settings.max_seq_length, settings.doc_stride,
@@ -103,7 +107,7 @@ def finetune_qa(recipe: QARecipe, model_dir: Path, train_source: str, dev_source
         return {"dev": dev_answers(model, dev_examples, dev_features, settings, version_2)[2]}
 
     runs = finetune_seeds(
-        FinetuneTask(name="qa", new_model=lambda: load_model(model_dir, HEAD, num_labels=2), objective=SpanObjective(),
+        FinetuneTask(name="qa", new_model=new_model, objective=SpanObjective(),
                      train_set=train_features.encoded, dev_splits=("dev",), evaluate=evaluate, primary=("dev", "f1")),
         EpochPlan(settings.epochs, settings.layerwise_lr_decay, settings.warmup_fraction),
         recipe.train, seeds, out / "qa", tokenizer, console, is_main)

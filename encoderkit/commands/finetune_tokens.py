@@ -21,37 +21,19 @@ from rich.console import Console
 
 from encoderkit.commands.report import per_class_table, seed_statistics, seeds_table
 from encoderkit.data.classification import iter_batches
-from encoderkit.data.entities import entity_scores, is_entity_tagging, tagging_metrics
+from encoderkit.data.entities import entity_scores, is_entity_tagging
 from encoderkit.data.tokenizer import Tokenizer
-from encoderkit.data.tokens import (
-    TaggedSentence,
-    encode_tagged,
-    load_hub_tagged,
-    read_tagged,
-    tag_vocabulary,
-)
+from encoderkit.data.tokens import TaggedSentence, encode_tagged, tag_vocabulary
 from encoderkit.files import write_json, write_text
 from encoderkit.models.load import load_model, max_tokens, read_model_config
 from encoderkit.objectives.token_classification import TokenClassificationObjective
 from encoderkit.recipes import FinetuneRecipe, RecipeError, dump_yaml
-from encoderkit.train.evaluate import predict_tags
+from encoderkit.train.evaluate import predict_tags, score_tagging
 from encoderkit.train.finetune import EpochPlan, FinetuneTask, check_output_dir, finetune_seeds
 from encoderkit.train.run_dir import write_run_record
 
 RESULTS_FILE = "results.json"
 HEAD = "token_classification"
-
-
-def read_splits(train: Path | None, validation: Path | None, test: Path | None, tag_column: int,
-                hub: str | None, hub_splits: tuple[str, str, str | None], hub_tags: str) -> dict:
-    """{split: sentences} from files (CoNLL or JSON Lines) or a hub dataset's named splits."""
-    if hub is not None:
-        names = dict(zip(("train", "validation", "test"), hub_splits, strict=True))
-        return {split: load_hub_tagged(hub, name, hub_tags) for split, name in names.items() if name}
-    if train is None or validation is None:
-        raise RecipeError("--train and --validation: both files are needed (or --hub with a dataset name)")
-    files = {"train": train, "validation": validation, "test": test}
-    return {split: read_tagged(path, tag_column) for split, path in files.items() if path is not None}
 
 
 def tag_lines(sentences: list[TaggedSentence], predicted: list[list[str]]) -> str:
@@ -75,8 +57,8 @@ def finetune_tokens(recipe: FinetuneRecipe, model_dir: Path, data: dict[str, lis
     with_entities = is_entity_tagging(tags)
 
     def new_model():
-        return load_model(model_dir, HEAD, classifier_dropout=settings.classifier_dropout, num_labels=len(tags),
-                          id2label=dict(enumerate(tags)))
+        return load_model(model_dir, HEAD, classifier_dropout=settings.classifier_dropout, in_float=True,
+                          num_labels=len(tags), id2label=dict(enumerate(tags)))
 
     positions = max_tokens(new_model())  # a checkpoint with another tag count fails here, before any writing
     if settings.max_seq_length > positions:
@@ -92,7 +74,7 @@ def finetune_tokens(recipe: FinetuneRecipe, model_dir: Path, data: dict[str, lis
                 predict_tags(model, encoded[split], settings.eval_batch_size)]
 
     def evaluate(model) -> dict:
-        return {"validation": tagging_metrics(true, tag_names(model, "validation"), with_entities)}
+        return {"validation": score_tagging(model, encoded["validation"], true, tags, settings.eval_batch_size)}
 
     PartialState().wait_for_everyone()
     if is_main:

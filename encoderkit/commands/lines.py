@@ -11,8 +11,9 @@ answer as text); `answer_stream` does the rest:
   with 1 at the end if any line failed. A line answered with a caveat (bad UTF-8, cut to the model's
   positions) gets `line N: note: ...`.
 - Read-ahead takes only lines already available (a select() on the pipe or TTY), up to a window of
-  READ_AHEAD batches; within it lines are sorted by length so batches carry little padding. Answers are
-  written in input order and flushed after every batch, so a line typed alone is answered alone, at once.
+  READ_AHEAD batches; within it lines are sorted by length so batches carry little padding, and a line much
+  longer than its neighbours gets a batch of its own. Answers are written in input order and flushed after
+  every batch, so a line typed alone is answered alone, at once.
 - JSONL holds the line number, the text and the answer at full precision; the text format may round.
 """
 
@@ -36,7 +37,7 @@ DTYPES = ("fp32", "bf16", "fp16")
 # Batches of 32 sentences keep a 2-16 core CPU busy (GEMMs of 32 x 128 rows) at a few hundred MB of
 # activations for a base-size model; larger batches gain little on a CPU and delay the first answer.
 DEFAULT_BATCH_SIZE = 32
-READ_AHEAD = 4  # batches of lines read ahead and sorted by length together
+READ_AHEAD = 16  # batches read ahead and sorted by length together (stdin_throughput's: 9% padding; 30% at 4)
 CHUNK_BYTES = 1 << 16
 
 
@@ -186,8 +187,7 @@ def _answer_window(window: Sequence[tuple[int, bytes]], task: LineTask, fmt: str
         pending.append((slot, prepared))
     pending.sort(key=lambda item: item[1].size)
     written = 0
-    for start in range(0, len(pending), batch_size):
-        batch = pending[start:start + batch_size]
+    for batch in _length_batches(pending, batch_size):
         for (slot, _), answer in zip(batch, _run_guarded(task, [prepared.data for _, prepared in batch])):
             if isinstance(answer, Exception):
                 slot.messages.append(f"the model failed on this line ({type(answer).__name__}: {answer})")
@@ -198,6 +198,21 @@ def _answer_window(window: Sequence[tuple[int, bytes]], task: LineTask, fmt: str
         written = _write_ready(slots, written, fmt, task.render, out, err)
     _write_ready(slots, written, fmt, task.render, out, err)
     return sum(slot.failed for slot in slots)
+
+
+def _length_batches(pending: list[tuple[_Slot, Prepared]], batch_size: int) -> list[list[tuple[_Slot, Prepared]]]:
+    """Batches of up to `batch_size` lines, in order of size, cut early where the next line would make the
+    batch more than half padding: a line much longer than the rest then runs apart instead of padding 31
+    others to its length (attention works on the padded batch)."""
+    batches, batch, tokens = [], [], 0
+    for item in pending:
+        size = item[1].size
+        if batch and (len(batch) == batch_size or (len(batch) + 1) * size > 2 * (tokens + size)):
+            batches.append(batch)
+            batch, tokens = [], 0
+        batch.append(item)
+        tokens += size
+    return [*batches, batch] if batch else batches
 
 
 def _run_guarded(task: LineTask, batch: list) -> list:

@@ -87,15 +87,14 @@ class SequenceClassifier:
 
 class WordTagger:
     """The answer of a token-classification head: {words, tags}, the line's whitespace-separated words and each
-    one's tag (config.json's names); a line longer than the model's positions is tagged in windows."""
+    one's tag (config.json's names, else its index); a line longer than the model's positions is tagged in windows."""
 
     def __init__(self, model, tokenizer, max_seq_length: int, labels: tuple[str, ...] | None):
-        self.model, self.tokenizer, self.max_seq_length = model, tokenizer, max_seq_length
-        self.names = model.config.label_names()
+        self.model, self.tokenizer, self.max_seq_length, self.labels = model, tokenizer, max_seq_length, labels
 
     def prepare(self, text: str) -> Prepared:
         words = text.split()
-        return Prepared(sum(len(self.tokenizer.encode(word)) for word in words), words, None)
+        return Prepared(sum(map(len, self.tokenizer.encode_words(words))), words, None)
 
     def run(self, lines: list[list[str]]) -> list[dict]:
         from encoderkit.data.tokens import TaggedSentence, encode_tagged
@@ -105,7 +104,8 @@ class WordTagger:
                                 self.max_seq_length, None)
         with torch.inference_mode():
             tags = predict_tags(self.model, encoded, len(encoded))
-        return [{"words": words, "tags": [self.names[i] for i in row]} for words, row in zip(lines, tags, strict=True)]
+        return [{"words": words, "tags": [self.labels[i] if self.labels else i for i in row]}
+                for words, row in zip(lines, tags, strict=True)]
 
     @staticmethod
     def render(text: str, answer: dict) -> str:
@@ -183,14 +183,18 @@ class ChoiceScorer:
     def run(self, examples: list) -> list[dict]:
         from encoderkit.data.choice import encode_choices
 
-        answers = []
-        for example in examples:  # each its own batch: examples may have different numbers of choices
-            batch = next(iter_batches(encode_choices([example], self.tokenizer, self.max_seq_length), 1, False))
+        by_count: dict[int, list[int]] = {}  # a forward pass takes examples with the same number of choices
+        for i, example in enumerate(examples):
+            by_count.setdefault(len(example.choices), []).append(i)
+        answers: list[dict | None] = [None] * len(examples)
+        for rows in by_count.values():
+            encoded = encode_choices([examples[i] for i in rows], self.tokenizer, self.max_seq_length)
+            batch = next(iter_batches(encoded, len(rows), False))
             with torch.inference_mode():
                 scores = self.model(*(batch[k].to(self.device) for k in ("input_ids", "attention_mask",
-                                                                         "token_type_ids")))[0]
-            probabilities = scores.float().softmax(-1)
-            answers.append({"label": int(probabilities.argmax()), "scores": probabilities.tolist()})
+                                                                         "token_type_ids")))  # (B, choices)
+            for i, probabilities in zip(rows, scores.float().softmax(-1), strict=True):
+                answers[i] = {"label": int(probabilities.argmax()), "scores": probabilities.tolist()}
         return answers
 
     @staticmethod
@@ -232,7 +236,7 @@ def load_for_predict(model_dir: Path, device: torch.device, dtype: torch.dtype):
 def _prepare_integer_kernels(model) -> None:
     """Run the integer model once on two short sequences, so its kernels are built (or read from the
     compile cache) before the first line, with a status line if that takes a while."""
-    from encoderkit.models.ibert.int_ops import kernel_cache_dir
+    from encoderkit.models.ibert.kernels import kernel_cache_dir
 
     with announce_if_slow(f"preparing the integer-only kernels (compiled once, then cached in {kernel_cache_dir()})"
                           " ..."):
@@ -244,7 +248,7 @@ def run(model_dir: Path, stream: BinaryIO, fmt: str, task: str | None = None, ma
         device: str = "cpu", dtype: str = "fp32") -> int:
     """Answer each line of the binary `stream`; returns the number of lines that failed."""
     from encoderkit.data.tokenizer import Tokenizer
-    from encoderkit.models.load import max_tokens, vocab_size
+    from encoderkit.models.load import label_names, max_tokens, vocab_size
 
     check_options(fmt, batch_size)
     glue_task = get_task(task) if task else None
@@ -258,8 +262,8 @@ def run(model_dir: Path, stream: BinaryIO, fmt: str, task: str | None = None, ma
             raise PredictError(f"--task: {glue_task.name} has {glue_task.num_labels} output(s), the model {outputs}")
     if glue_task is not None:
         labels = glue_task.labels
-    else:  # config.json's id2label, unless the run named no classes (LABEL_<i>)
-        named = model.config.label_names() if getattr(model, "config", None) is not None else []
+    else:  # config.json's id2label (an integer-only dir: its description's), unless the run named no classes
+        named = label_names(model)
         labels = None if named == [f"LABEL_{i}" for i in range(len(named))] else tuple(named)
     answer = ANSWERS[head](model, tokenizer, min(max_seq_length, max_tokens(model)), labels)
     return answer_stream(stream, LineTask(answer.prepare, answer.run, answer.render), fmt, out, err, batch_size)

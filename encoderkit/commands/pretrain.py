@@ -221,7 +221,10 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False, overwrite: bool = Fal
             tokenizer.save(run_dir / model_dir)
     shown = [key for key, _ in (("loss", ""), *objective.shown_metrics)]
     summary = ", ".join(f"{k} {result.last_metrics[k]:.3f}" for k in shown if k in result.last_metrics)
-    held_out = [k for k in shown if f"eval_{k}" in result.last_metrics]
+    # Beside each held-out accuracy, the one where the input hid the token (`*_acc_hidden`): the chosen tokens left
+    # unchanged can be answered by copying them, so only that one shows whether the model reads the context.
+    held_out = [name for k in shown for name in dict.fromkeys((k, k.replace("_acc", "_acc_hidden")))
+                if f"eval_{name}" in result.last_metrics]
     if held_out:
         summary += "; held-out: " + ", ".join(f"{k} {result.last_metrics[f'eval_{k}']:.3f}" for k in held_out)
     console.log(f"saved the model to {run_dir} after {result.step} steps ({summary})")

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from rich.table import Table
 
-from encoderkit.data.glue import PUBLISHED_DEV_SCORES, TASKS, GlueTask
+from encoderkit.data.glue import PUBLISHED_DEV_SCORES, TASKS
 
 
 def seed_statistics(dev_splits: Sequence[str], seed_results: list[dict]) -> dict:
@@ -103,15 +103,16 @@ def per_class_table(title: str, rows: dict[str, dict]) -> Table:
     return table
 
 
-def scores_table(task: GlueTask, scores: dict[str, dict], differences: dict[str, float],
+def scores_table(title: str, primary: tuple[str, str], scores: dict[str, dict], differences: dict[str, float],
                  names: dict[str, str]) -> Table:
-    """One row per model: every dev metric x100, and the primary metric's difference from FP32 in points."""
-    table = Table(title=f"{task.name} dev, x100: FP32 against quantized")
+    """One row per model: every metric of every dev split x100, and the `primary` (split, metric)'s difference
+    from FP32 in points."""
+    table = Table(title=f"{title}, x100: FP32 against quantized")
     table.add_column("model")
     columns = [(split, metric) for split, values in scores["fp32"].items() for metric in values]
     for split, metric in columns:
-        table.add_column(metric if len(task.dev_splits) == 1 else f"{split} {metric}", justify="right")
-    table.add_column(f"{task.primary_metric} - FP32", justify="right")
+        table.add_column(metric if len(scores["fp32"]) == 1 else f"{split} {metric}", justify="right")
+    table.add_column(f"{primary[1]} - FP32", justify="right")
     for name, each in scores.items():
         difference = f"{differences[name]:+.1f}" if name in differences else ""
         table.add_row(names[name], *(f"{100 * each[split][metric]:.1f}" for split, metric in columns), difference)

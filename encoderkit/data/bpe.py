@@ -176,6 +176,12 @@ class ByteLevelBPETokenizer(Tokenizer):
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [encoding.ids for encoding in self.backend.encode_batch(texts, add_special_tokens=False)]
 
+    def encode_words(self, words: list[str]) -> list[list[int]]:
+        """Each word with the space before it, the first one too ("Ġword"): how words inside a text are pieced.
+        transformers' RobertaTokenizerFast(add_prefix_space=True), which run_ner asks for with is_split_into_words,
+        gives the same."""
+        return self.encode_batch([" " + word for word in words])
+
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """Ids of `text` (no special tokens added) and each one's (start, end) character offsets into `text`,
         trimmed of the space a piece carries, as transformers' offset_mapping."""

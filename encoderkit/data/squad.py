@@ -4,7 +4,8 @@ Examples come from SQuAD-format JSON (`data` -> paragraphs -> qas; v2.0's `is_im
 `plausible_answers` are not gold answers), JSON Lines (`id`, `question`, `context`, `answers` as
 {"text": [...], "answer_start": [...]} or a list of {"text", "answer_start"}), or a hub dataset (`squad`,
 `squad_v2`). Features are built as transformers' run_qa.py builds them (prepare_train_features /
-prepare_validation_features): [CLS] question [SEP] context window [SEP], the question cut to
+prepare_validation_features): [CLS] question [SEP] context window [SEP] (RoBERTa's tokenizer: <s> question
+</s></s> context window </s>, one token type), the question cut to
 max_query_length tokens (the original run_squad's rule), the context in windows of what is left of
 max_seq_length that overlap by doc_stride tokens, the answer's start and end token found through the
 tokenizer's character offsets, and a window that does not hold the whole answer (or an unanswerable
@@ -184,21 +185,24 @@ def build_features(examples: list[QAExample], tokenizer, max_seq_length: int, do
                    max_query_length: int, training: bool) -> QAFeatures:
     """The windows of every example, padded to max_seq_length; with `training`, their answer positions.
 
-    `tokenizer` needs encode, encode_with_offsets, cls_id, sep_id, pad_id.
+    `tokenizer` needs encode, encode_with_offsets, cls_id, sep_id, pad_id; `pair_separators` and `second_type_id`
+    when its pairs are not BERT's (see data.tokenizer.Tokenizer).
     """
+    separators = getattr(tokenizer, "pair_separators", 1)
+    second_type_id = getattr(tokenizer, "second_type_id", 1)
     rows, context_starts, labels, example_index, all_offsets = [], [], [], [], []
     for index, example in enumerate(examples):
         question = tokenizer.encode(example.question.lstrip())[:max_query_length]  # run_qa strips the left
         context, context_offsets = tokenizer.encode_with_offsets(example.context)
-        room = max_seq_length - len(question) - 3
+        room = max_seq_length - len(question) - 2 - separators
         if room <= doc_stride:
             raise ValueError(f"max_seq_length {max_seq_length} leaves {room} context tokens a window after a "
                              f"{len(question)}-token question; doc_stride ({doc_stride}) must be less")
-        first = len(question) + 2  # the window's first token, after [CLS] question [SEP]
+        first = len(question) + 1 + separators  # the window's first token, after [CLS] question [SEP]
         for start in window_starts(len(context), room, doc_stride):
             window = range(start, min(start + room, len(context)))
-            rows.append([tokenizer.cls_id, *question, tokenizer.sep_id, *context[start : window.stop],
-                         tokenizer.sep_id])
+            rows.append([tokenizer.cls_id, *question, *[tokenizer.sep_id] * separators,
+                         *context[start : window.stop], tokenizer.sep_id])
             context_starts.append(first)
             offsets = [None] * first + [context_offsets[i] for i in window] + [None]
             all_offsets.append(offsets)
@@ -210,7 +214,7 @@ def build_features(examples: list[QAExample], tokenizer, max_seq_length: int, do
     lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)
     for r, (row, first) in enumerate(zip(rows, context_starts, strict=True)):
         input_ids[r, : len(row)] = torch.tensor(row, dtype=torch.int32)
-        token_type_ids[r, first : len(row)] = 1
+        token_type_ids[r, first : len(row)] = second_type_id
     encoded = EncodedExamples(input_ids, token_type_ids, lengths, torch.tensor(labels) if training else None)
     return QAFeatures(encoded, example_index, all_offsets)
 

@@ -191,6 +191,11 @@ class Tokenizer(ABC):
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """`encode` for many texts at once."""
 
+    def encode_words(self, words: list[str]) -> list[list[int]]:
+        """Each word's pieces as a sentence of these words gives them: transformers' `is_split_into_words`.
+        WordPiece and SentencePiece pieces do not depend on what is around a word, so each word is encoded alone."""
+        return self.encode_batch(words)
+
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """`encode(text)` and each token's (start, end) character span in `text`: what transformers' fast
         tokenizers return as `offset_mapping` (question answering maps answers through them)."""

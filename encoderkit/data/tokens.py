@@ -2,7 +2,8 @@
 dataset; words aligned to subword pieces; windows for sentences longer than the model's positions.
 
 Alignment follows transformers' `is_split_into_words` and its run_ner script: each word is encoded on its own
-(WordPiece and SentencePiece then give the pieces they give inside a sentence), the word's tag goes on its first
+(WordPiece and SentencePiece then give the pieces they give inside a sentence; byte-level BPE encodes it with the
+space before it, as run_ner's RoBERTa tokenizer with add_prefix_space does), the word's tag goes on its first
 piece and the other pieces are left out of the loss (label -100), or with `label_all_pieces` get the tag too
 (a B- tag as its I- tag, as run_ner does). A sentence with more pieces than fit between [CLS] and [SEP] is split
 into consecutive windows at word boundaries, so every word is tagged once; only a single word longer than a
@@ -99,6 +100,19 @@ def load_hub_tagged(name: str, split: str, tag_column: str) -> list[TaggedSenten
                       f"{name} ({split}) row {i}") for i, row in enumerate(rows)]
 
 
+def read_tagged_splits(train: Path | None, validation: Path | None, test: Path | None = None, tag_column: int = -1,
+                       hub: str | None = None, hub_splits: tuple[str, str, str | None] = ("train", "validation", None),
+                       hub_tags: str = "ner_tags") -> dict[str, list[TaggedSentence]]:
+    """{split: sentences} from files (CoNLL or JSON Lines) or a hub dataset's named splits."""
+    if hub is not None:
+        names = dict(zip(("train", "validation", "test"), hub_splits, strict=True))
+        return {split: load_hub_tagged(hub, name, hub_tags) for split, name in names.items() if name}
+    if train is None or validation is None:
+        raise TokenDataError("--train and --validation: both files are needed (or --hub with a dataset name)")
+    files = {"train": train, "validation": validation, "test": test}
+    return {split: read_tagged(path, tag_column) for split, path in files.items() if path is not None}
+
+
 def _sentence(words, tags, where: str) -> TaggedSentence:
     if not isinstance(words, list) or not words or not all(isinstance(w, str) and w for w in words):
         raise TokenDataError(f"{where}: 'tokens' must be a non-empty list of words")
@@ -114,14 +128,19 @@ def tag_vocabulary(train: Sequence[TaggedSentence], others: dict[str, Sequence[T
     if any(sentence.tags is None for sentence in train):
         raise TokenDataError(f"{next(s.where for s in train if s.tags is None)}: a training sentence has no tags")
     names = sorted({tag for sentence in train for tag in sentence.tags})
-    known = set(names)
     for sentences in others.values():
-        for sentence in sentences:
-            unknown = [tag for tag in sentence.tags or () if tag not in known]
-            if unknown:
-                raise TokenDataError(f"{sentence.where}: tag {unknown[0]!r} is not in the training data "
-                                     f"(its tags: {', '.join(names)})")
+        check_tags(sentences, names, "the training data")
     return names
+
+
+def check_tags(sentences: Sequence[TaggedSentence], names: Sequence[str], whose: str) -> None:
+    """Every tag of the (labelled) sentences is one of `names`, `whose` tags ("the training data")."""
+    known = set(names)
+    for sentence in sentences:
+        unknown = [tag for tag in sentence.tags or () if tag not in known]
+        if unknown:
+            raise TokenDataError(f"{sentence.where}: tag {unknown[0]!r} is not in {whose} "
+                                 f"(its tags: {', '.join(names)})")
 
 
 # ---- words -> pieces -> windows -------------------------------------------------------------------
@@ -137,8 +156,8 @@ class EncodedTokens(EncodedExamples):
 
 
 def word_pieces(tokenizer, words: Sequence[str]) -> list[list[int]]:
-    """Each word's pieces, encoded alone as transformers' is_split_into_words does ([UNK] where none)."""
-    return [pieces or [tokenizer.unk_id] for pieces in tokenizer.encode_batch(list(words))]
+    """Each word's pieces as transformers' is_split_into_words gives them ([UNK] where none)."""
+    return [pieces or [tokenizer.unk_id] for pieces in tokenizer.encode_words(list(words))]
 
 
 def encode_tagged(sentences: Sequence[TaggedSentence], tokenizer, max_seq_length: int,

@@ -12,6 +12,7 @@ Weights are read from safetensors only: nothing is unpickled. Files are written 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -58,7 +59,15 @@ from .electra import (
 from .ibert.model import HEADS as IBERT_HEADS
 from .ibert.model import IBertConfig
 from .layers import unique_state
-from .roberta import RobertaConfig, RobertaForMaskedLM, RobertaForSequenceClassification, RobertaModel
+from .roberta import (
+    RobertaConfig,
+    RobertaForMaskedLM,
+    RobertaForMultipleChoice,
+    RobertaForQuestionAnswering,
+    RobertaForSequenceClassification,
+    RobertaForTokenClassification,
+    RobertaModel,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +104,9 @@ FAMILIES = {
         "base": RobertaModel,
         "masked_lm": RobertaForMaskedLM,
         "sequence_classification": RobertaForSequenceClassification,
+        "token_classification": RobertaForTokenClassification,
+        "question_answering": RobertaForQuestionAnswering,
+        "multiple_choice": RobertaForMultipleChoice,
     }),
 }
 
@@ -176,6 +188,9 @@ HEAD_NAMES = {
                            "mlm_head": "lm_head"},
     "RobertaForSequenceClassification": {"classifier.dense": "classifier.dense",
                                          "classifier.out_proj": "classifier.out_proj"},
+    "RobertaForTokenClassification": {"classifier": "classifier"},
+    "RobertaForQuestionAnswering": {"qa_outputs": "qa_outputs"},
+    "RobertaForMultipleChoice": {"classifier": "classifier"},
 }
 
 # Decoder weights that transformers ties to other tensors; older checkpoints store them, we never need them.
@@ -364,7 +379,9 @@ def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except safetensors.SafetensorError as err:
         raise _damaged(Path(path), err) from None
     for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        # NaN and inf show in the extremes: aminmax reads a tensor once, without isfinite's bool copy of it
+        extremes = torch.stack(torch.aminmax(tensor)) if tensor.is_floating_point() and tensor.numel() else None
+        if extremes is not None and not torch.isfinite(extremes).all():
             raise ValueError(f"{path}: tensor {name} holds NaN or infinite values; the model is broken (a diverged "
                              "run?): use an earlier checkpoint")
     return tensors
@@ -407,11 +424,28 @@ def read_pretrained(directory: str | os.PathLike, head: str = "base", **config_o
     except TypeError as e:
         raise ValueError(f"config override: {e}") from None
     path = directory / "model.safetensors"
-    with torch.device("meta"):  # the model's names and shapes, without allocating or initialising it
-        check_tensors(heads[head](config), read_header(path), path)
-    model = heads[head](config)
-    fresh = load_weights(model, path)
+    with _skeleton():  # the model's names and shapes, without allocating or initialising it
+        model = heads[head](config)
+    fresh = check_tensors(model, read_header(path), path)
+    if fresh or len(unique_state(model)) < len(model.state_dict()):
+        model = heads[head](config)  # initialised: some tensors stay fresh, or assigning would undo a sharing
+        load_weights(model, path)
+    else:  # the file holds every tensor: no 100M random weights drawn only to be overwritten (seconds)
+        load_state(model, read_tensors(path), path, assign=True)
     return model.eval(), fresh
+
+
+@contextlib.contextmanager
+def _skeleton():
+    """Modules built on the meta device, without nn.init.normal_ (nn.Embedding's and layers.init_weights'): on
+    meta tensors torch runs it through a Python decomposition that imports torch._dynamo, ~2 s of CPU."""
+    normal = nn.init.normal_
+    nn.init.normal_ = lambda tensor, *args, **kwargs: tensor
+    try:
+        with torch.device("meta"):
+            yield
+    finally:
+        nn.init.normal_ = normal
 
 
 def load_weights(model: nn.Module, path: Path) -> list[str]:
@@ -449,17 +483,23 @@ def check_tensors(model: nn.Module, available: dict[str, tuple[tuple[int, ...], 
     return [names[o] for o in missing]
 
 
-def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: str | os.PathLike) -> list[str]:
-    """load_weights of tensors by HF name that `source` (a file, for messages) holds."""
+def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: str | os.PathLike,
+               assign: bool = False) -> list[str]:
+    """load_weights of tensors by HF name that `source` (a file, for messages) holds. With `assign` (a model on
+    the meta device, every tensor in `tensors`) the model's tensors are replaced by copies in its dtypes."""
     missing = check_tensors(model, {k: (tuple(v.shape), _kind(v.dtype)) for k, v in tensors.items()}, source)
     prefix = f"{model.config.model_type}."
     tensors = {k.removeprefix(prefix): v for k, v in tensors.items()}
     names = {ours: hf.removeprefix(prefix) for ours, hf in hf_names(model).items()}
     state = model.state_dict()
-    with torch.no_grad():
-        for ours, hf in names.items():
-            if hf in tensors:
-                state[ours].copy_(tensors[hf])
+    if assign:  # copies all the same: safetensors' tensors start at unaligned offsets, where GEMMs round otherwise
+        model.load_state_dict({ours: tensors[hf].to(state[ours].dtype, copy=True) for ours, hf in names.items()},
+                              assign=True)
+    else:
+        with torch.no_grad():
+            for ours, hf in names.items():
+                if hf in tensors:
+                    state[ours].copy_(tensors[hf])
     unused = set(tensors) - set(names.values()) - TIED_NAMES
     if unused:
         logger.info("%s: unused tensors in %s: %s", type(model).__name__, source, ", ".join(sorted(unused)))

@@ -139,7 +139,8 @@ class Embeddings(nn.Module):
         super().__init__()
         self.positions_pad_id = pad_token_id if positions_from_pad else None
         self.word_embeddings = nn.Embedding(vocab_size, embedding_size, padding_idx=pad_token_id)
-        self.position_embeddings = nn.Embedding(max_positions, embedding_size)
+        # RoBERTa's padding position, as its pad token, gets no gradient (transformers' padding_idx on both)
+        self.position_embeddings = nn.Embedding(max_positions, embedding_size, padding_idx=self.positions_pad_id)
         self.token_type_embeddings = nn.Embedding(type_vocab_size, embedding_size)
         self.norm = nn.LayerNorm(embedding_size, eps=layer_norm_eps)
         self.dropout = Dropout(dropout)
@@ -327,11 +328,11 @@ def init_weights(model: nn.Module, std: float) -> None:
     """transformers' init: normal(0, std) weights, zero biases, LayerNorm 1/0, zero padding embedding."""
     for module in model.modules():
         if isinstance(module, nn.Linear):
-            module.weight.normal_(0.0, std)
+            nn.init.normal_(module.weight, 0.0, std)
             if module.bias is not None:
                 module.bias.zero_()
         elif isinstance(module, nn.Embedding):
-            module.weight.normal_(0.0, std)
+            nn.init.normal_(module.weight, 0.0, std)
             if module.padding_idx is not None:
                 module.weight[module.padding_idx].zero_()
         elif isinstance(module, nn.LayerNorm):

@@ -3,9 +3,9 @@
 It dispatches on config.json's `model_type` (the families of hf_format.FAMILIES: albert, electra, bert, roberta,
 ibert) or, in a dir without config.json, on the integer-only I-BERT file that `encoderkit quantize` writes.
 `head` names what to build on the encoder: "base", "masked_lm", "pretraining", "discriminator",
-"sequence_classification", "question_answering", "multiple_choice" (the family's table says which it has),
-or "generator_discriminator" for an ELECTRA pretraining run dir holding generator/ and discriminator/. Every
-failure is one ModelDirError whose message names the dir or file and what to do.
+"sequence_classification", "token_classification", "question_answering", "multiple_choice" (the family's table
+says which it has), or "generator_discriminator" for an ELECTRA pretraining run dir holding generator/ and
+discriminator/. Every failure is one ModelDirError whose message names the dir or file and what to do.
 
 Nothing runs on a dir before it is checked: config.json against the family's config (types, ranges and
 relations: the fields' rules, the same the recipes are checked with), model.safetensors' header (names,
@@ -15,6 +15,7 @@ a dir without the head it needs is refused, naming what the dir holds and the co
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -28,12 +29,14 @@ if TYPE_CHECKING:
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PAIR_HEAD = "generator_discriminator"
-INTEGER_HEADS = ("base", "sequence_classification")
+INTEGER_HEADS = ("base", "sequence_classification", "token_classification")
 # The command that serves each head, for the message when a dir lacks the one a command needs.
 SERVED_BY = {"masked_lm": "encoderkit fill-mask", "pretraining": "encoderkit fill-mask",
              "discriminator": "encoderkit rtd", "sequence_classification": "encoderkit predict",
-             "question_answering": "encoderkit predict", "multiple_choice": "encoderkit predict"}
-HEAD_WORDS = {"sequence_classification": "classifier", "masked_lm": "masked-LM head",
+             "token_classification": "encoderkit predict", "question_answering": "encoderkit predict",
+             "multiple_choice": "encoderkit predict"}
+HEAD_WORDS = {"sequence_classification": "classifier", "token_classification": "token-classification head",
+              "masked_lm": "masked-LM head",
               "discriminator": "discriminator head", "question_answering": "question-answering head",
               "multiple_choice": "multiple-choice head"}
 # What a dir holding (family, head) is, in the words a user knows it by.
@@ -90,14 +93,15 @@ def is_integer_dir(directory: str | os.PathLike) -> bool:
 
 
 def load_model(directory: str | os.PathLike, head: str = "base", classifier_dropout: float | None = None,
-               require_head: bool = False, **config_overrides) -> nn.Module:
+               require_head: bool = False, in_float: bool = False, **config_overrides) -> nn.Module:
     """The `head` model of the dir's family with the dir's weights (config_overrides replace config fields,
     e.g. num_labels=3 for a new classifier).
 
     config.json and model.safetensors' header are checked before any tensor is read, and the weights must be
     finite. Head tensors the dir lacks are an error with `require_head` (inference: a random head would answer
     nonsense), else they start fresh, which is said once on stderr (fine-tuning a new classifier).
-    `classifier_dropout` sets the dropout before a task head in the field the family keeps it in."""
+    `classifier_dropout` sets the dropout before a task head in the field the family keeps it in. `in_float`
+    (fine-tuning): an I-BERT dir saved with quant_mode true is built in float, which is said once on stderr."""
     from encoderkit.models import hf_format
 
     directory = Path(directory)
@@ -113,9 +117,14 @@ def load_model(directory: str | os.PathLike, head: str = "base", classifier_drop
         raise ModelDirError(f"{directory}: a {model_type} model has no {head} head; it has: {', '.join(served)}")
     if classifier_dropout is not None:
         field = getattr(hf_format.FAMILIES[model_type][0], "classifier_dropout_field", None)
-        if field is None:
-            raise ModelDirError(f"{directory}: a {model_type} model has no separate classifier dropout; leave it unset")
+        if field is None:  # transformers' IBert heads take hidden_dropout_prob
+            raise ModelDirError(f"{directory}: {model_type} models have no dropout of their own before a task head "
+                                "(it is hidden_dropout_prob): set the recipe's classifier_dropout to null (e.g. "
+                                "finetune.classifier_dropout=null) or use the glue-roberta-base recipe")
         config_overrides[field] = classifier_dropout
+    if in_float and config.get("quant_mode") is True and "quant_mode" not in config_overrides:
+        _say_fine_tuned_in_float(directory)
+        config_overrides["quant_mode"] = False
     try:
         model, fresh = hf_format.read_pretrained(directory, head, **config_overrides)
     except ValueError as err:  # a damaged file, missing or misshaped tensors, non-finite weights
@@ -126,6 +135,13 @@ def load_model(directory: str | os.PathLike, head: str = "base", classifier_drop
         warnings.warn(f"{directory} has no {head} head ({fresh[0]}, ...): it starts freshly initialised",
                       stacklevel=2)
     return model
+
+
+@functools.cache  # once per dir, however many seeds build a model from it
+def _say_fine_tuned_in_float(directory: Path) -> None:
+    # I-BERT's authors fine-tune in float first; quantization-aware training is `encoderkit quantize`'s
+    warnings.warn(f"{directory} is an I-BERT saved with quant_mode true: it is fine-tuned in float (quant_mode "
+                  "false), as I-BERT's first step; `encoderkit quantize` then trains it quantized", stacklevel=1)
 
 
 def _no_head_message(directory: Path, config: dict, head: str, fresh: list[str]) -> str:
@@ -142,7 +158,8 @@ def what_it_holds(directory: Path, config: dict) -> str:
     heads = hf_format.FAMILIES[config["model_type"]][1]
     classes = {cls.__name__: name for name, cls in heads.items()}
     architectures = config.get("architectures") if isinstance(config.get("architectures"), list) else []
-    held = [(name, classes[name]) for name in architectures if isinstance(name, str) and name in classes]
+    held = [(name, classes[name.removeprefix(hf_format.EXTENDED_PREFIX)]) for name in architectures
+            if isinstance(name, str) and name.removeprefix(hf_format.EXTENDED_PREFIX) in classes]
     if not held:
         return "; give a model dir that was saved with one"
     architecture, held_head = held[0]
@@ -182,8 +199,8 @@ def _load_integer(directory: Path, head: str) -> nn.Module:
         model = load_integer_model(path)
     except INTEGER_FILE_ERRORS as err:  # a description that does not fit the tensors
         raise _damaged_integer_file(path, err) from None
-    if head == "sequence_classification" and model.classifier is None:
-        raise ModelDirError(f"{directory}: an integer-only encoder without a classifier head")
+    if head != "base" and model.spec["head"] != head:
+        raise ModelDirError(f"{directory}: an integer-only I-BERT whose head is {model.spec['head']}, not {head}")
     return model
 
 
@@ -195,6 +212,14 @@ def max_tokens(model: nn.Module) -> int:
     config = model.config
     offset = config.pad_token_id + 1 if config.model_type in ("ibert", "roberta") else 0
     return config.max_position_embeddings - offset
+
+
+def label_names(model: nn.Module) -> list[str]:
+    """A classifier's class names (config.json's id2label; transformers' LABEL_<i> where it names none); [] for an
+    integer-only file exported before its description recorded them."""
+    if hasattr(model, "spec"):  # the integer-only model: its description
+        return model.spec.get("labels", [])
+    return model.config.label_names()
 
 
 def vocab_size(model: nn.Module) -> int:
@@ -221,4 +246,5 @@ def saved_head(directory: str | os.PathLike) -> tuple[str, str | None]:
     heads = hf_format.FAMILIES[config["model_type"]][1]
     names = {model_class.__name__: head for head, model_class in heads.items()}
     architectures = config.get("architectures") or [None]
-    return config["model_type"], names.get(architectures[0])
+    # a dir with encoderkit's extensions names its class EncoderkitX, so that transformers does not load it as X
+    return config["model_type"], names.get(str(architectures[0]).removeprefix(hf_format.EXTENDED_PREFIX))

@@ -5,10 +5,13 @@ pad_token_id + 1 over the real tokens and padding sits at pad_token_id (layers.p
 checkpoint's position table has pad_token_id + 1 more rows than the longest sequence (514 for 512 tokens).
 One token type, byte-level BPE (data/bpe.py), pad_token_id 1, LayerNorm eps 1e-5.
 Heads: the MLM head (dense, gelu, LayerNorm, decoder tied to the word embeddings) and the classifier on <s>
-(dropout, dense, tanh, dropout, out_proj: no pooler, which RobertaModel keeps only for checkpoints).
+(dropout, dense, tanh, dropout, out_proj: no pooler, which RobertaModel keeps only for checkpoints); the token,
+question-answering and multiple-choice heads are BERT's, module for module (transformers' Roberta* are too).
 
 Differences from transformers' modeling_roberta.py: those of electra.py (MLM heads run only at `mlm_mask`,
-padding packed out where a head reads only some positions; encoder only, no losses or output tuples).
+padding packed out where a head reads only some positions; encoder only, no losses or output tuples), and the
+multiple-choice head's dropout follows `classifier_dropout` when it is set, as BERT's (transformers' RoBERTa one
+always takes hidden_dropout_prob; they differ only in training, and only when the field is set).
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .electra import BertConfig, BertModel, ElectraForMaskedLM, ElectraModel
+from .electra import (
+    BertConfig,
+    BertForMultipleChoice,
+    BertForQuestionAnswering,
+    BertForTokenClassification,
+    BertModel,
+    ElectraForMaskedLM,
+    ElectraModel,
+)
 from .layers import Dropout, first_token, init_weights
 
 
@@ -75,3 +86,15 @@ class RobertaForSequenceClassification(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
         return self.classifier(self.encoder(input_ids, attention_mask, token_type_ids, first_token(input_ids)))
+
+
+class RobertaForTokenClassification(BertForTokenClassification):
+    """BERT's token head on RoBERTa's encoder (no pooler): dropout, linear at every position; (B, S, num_labels)."""
+
+
+class RobertaForQuestionAnswering(BertForQuestionAnswering):
+    """BERT's qa_outputs (H -> 2) on RoBERTa's encoder (no pooler): start and end logits (B, S) each."""
+
+
+class RobertaForMultipleChoice(BertForMultipleChoice):
+    """Inputs (B, C, S); BERT's pooler -> dropout -> linear H -> 1 on each (context, choice) sequence; (B, C)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from encoderkit.data.classification import EncodedExamples, iter_batches
+from encoderkit.data.entities import is_entity_tagging, tagging_metrics
 from encoderkit.data.glue import GlueTask, compute_metrics
 from encoderkit.data.tokens import EncodedTokens, sentence_predictions
 from encoderkit.files import replace_dir, write_json
@@ -67,6 +68,14 @@ def score_dev_splits(model, task: GlueTask, dev: dict[str, EncodedExamples], bat
     objective = ClassificationObjective(task.num_labels)
     return {split: compute_metrics(task.name, predict(model, examples, batch_size, objective), examples.labels)
             for split, examples in dev.items()}
+
+
+def score_tagging(model, encoded: EncodedTokens, true: Sequence[Sequence[str]], tags: Sequence[str],
+                  batch_size: int) -> dict[str, float]:
+    """Token accuracy of `model` on tagged sentences (`true`: their tag names; `tags`: the model's, by index), and
+    entity precision / recall / F1 for BIO / BIOES tags."""
+    predicted = [[tags[i] for i in sentence] for sentence in predict_tags(model, encoded, batch_size)]
+    return tagging_metrics(true, predicted, is_entity_tagging(tags))
 
 
 def glue_primary(task: GlueTask) -> tuple[str, str]:

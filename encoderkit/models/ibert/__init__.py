@@ -6,6 +6,7 @@ only the ones listed above it (and ..layers, ..hf_format), never one below:
   convert.py    from_float: the QAT model from a float BERT / ELECTRA / RoBERTa / ALBERT in Hugging Face format
   int_ops.py    the integer-only model's computation, as functions of integer tensors
   schedule.py   how the integer-only model's work is split over the CPU
+  kernels.py    int_ops' chains compiled ahead of time (AOTInductor), cached per machine
   integer.py    the integer-only model (IntegerIBert) and load_integer_model
   export.py     export_integer_model: a calibrated QAT model -> the integer-only model
 

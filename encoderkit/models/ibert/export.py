@@ -5,9 +5,9 @@ arithmetic only.
 Every constant is computed from the QAT model's scales in float32, as its forward computes them, and stored as
 integers: requantizations as fixed-point multipliers m / 2^e, where m keeps 31 bits as I-BERT's, fewer where
 |v| * m could leave int64 (the bound on v is known here); i-GELU's, i-softmax's and the integer LayerNorm's
-constants as quant.py derives them; the classifier head (float in I-BERT) on 16-bit weights with a table for
-tanh. ALBERT's shared layers: the int8 weight matrices of a layer application that runs another's weights
-(integer.SHARED_WEIGHTS) are left out, the IntegerIBert holds the first application's.
+constants as quant.py derives them; the classifier heads (float in I-BERT) on 16-bit weights, with a table
+for the sequence classifier's tanh. ALBERT's shared layers: the int8 weight matrices of a layer application that
+runs another's weights (integer.SHARED_WEIGHTS) are left out, the IntegerIBert holds the first application's.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import nn
 
 from . import int_ops
 from .integer import FORMAT, SHARED_WEIGHTS, IntegerIBert
-from .model import IBertModel, IBertResidualOutput
+from .model import IBertForSequenceClassification, IBertForTokenClassification, IBertModel, IBertResidualOutput
 from .quant import QuantAct, QuantLinear, fixed_point_multiplier
 
 HEAD_WEIGHT_BITS = 16  # the float classifier head of I-BERT runs on 16-bit weights here
@@ -244,40 +244,53 @@ def _check_probabilities_fit_uint8(softmax: dict[str, torch.Tensor]) -> None:
                          "8 bits (recalibrate)")
 
 
+def _head_linear(linear: nn.Linear, in_scale: torch.Tensor, name: str) -> tuple[dict, torch.Tensor]:
+    """A float head layer on 16-bit weights (one scale per output row), its bias at the accumulator's scale;
+    returns the tensors and the accumulator's scale per output."""
+    one = 2 ** (HEAD_WEIGHT_BITS - 1) - 1
+    w = linear.weight.detach().double()
+    w_scale = w.abs().amax(dim=1).clamp(min=1e-12) / one
+    acc_scale = w_scale * in_scale.double()
+    return {f"{name}weight": torch.round(w / w_scale[:, None]).long(),
+            f"{name}bias": torch.round(linear.bias.detach().double() / acc_scale).long()}, acc_scale
+
+
 def _export_classifier(head, in_scale: torch.Tensor) -> dict[str, torch.Tensor]:
     """RoBERTa's head on 16-bit weights: dense -> tanh (table) -> out_proj -> float logits at the end."""
-    tensors = {}
-    scale = in_scale.double()
-    one = 2 ** (HEAD_WEIGHT_BITS - 1) - 1
-    for name, linear in (("dense", head.dense), ("out_proj", head.out_proj)):
-        w = linear.weight.detach().double()
-        w_scale = w.abs().amax(dim=1).clamp(min=1e-12) / one
-        acc_scale = w_scale * scale
-        tensors[f"{name}_weight"] = torch.round(w / w_scale[:, None]).long()
-        tensors[f"{name}_bias"] = torch.round(linear.bias.detach().double() / acc_scale).long()
-        scale = acc_scale
-        if name == "dense":
-            bound = linear.in_features * 128 * one + tensors["dense_bias"].abs().max().item()
-            tensors |= _fixed_point(scale * 2**TANH_STEP_BITS, bound, "tanh_in")
-            grid = torch.arange(-(2**15), 2**15, dtype=torch.float64) / 2**TANH_STEP_BITS
-            tensors["tanh_table"] = torch.round(torch.tanh(grid) * TANH_ONE).long()
-            scale = torch.tensor(1 / TANH_ONE, dtype=torch.float64)
+    tensors, scale = _head_linear(head.dense, in_scale, "dense_")
+    bound = head.dense.in_features * 128 * (2 ** (HEAD_WEIGHT_BITS - 1) - 1) + tensors["dense_bias"].abs().max().item()
+    tensors |= _fixed_point(scale * 2**TANH_STEP_BITS, bound, "tanh_in")
+    grid = torch.arange(-(2**15), 2**15, dtype=torch.float64) / 2**TANH_STEP_BITS
+    tensors["tanh_table"] = torch.round(torch.tanh(grid) * TANH_ONE).long()
+    out_proj, scale = _head_linear(head.out_proj, torch.tensor(1 / TANH_ONE, dtype=torch.float64), "out_proj_")
+    tensors |= out_proj
     tensors["logit_scale"] = scale  # the only float: logits = accumulator * logit_scale, at the very end
     return tensors
+
+
+def _export_token_classifier(linear: nn.Linear, in_scale: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The token classifier (one float linear layer on every position) on 16-bit weights, float logits at the end."""
+    tensors, scale = _head_linear(linear, in_scale, "")
+    return {**tensors, "logit_scale": scale}
 
 
 def _prefixed(tensors: dict, prefix: str) -> dict:
     return {prefix + k: v for k, v in tensors.items()}
 
 
+# The heads with an integer-only form: the model class, the spec's head name, the head's export.
+_HEADS = {IBertForSequenceClassification: ("sequence_classification", _export_classifier),
+          IBertForTokenClassification: ("token_classification", _export_token_classifier)}
+
+
 @torch.no_grad()
 def export_integer_model(model: nn.Module) -> IntegerIBert:
-    """The integer-only version of an I-BERT QAT model (IBertModel or IBertForSequenceClassification with
-    quant_mode=True, force_dequant='none', activation ranges calibrated)."""
+    """The integer-only version of an I-BERT QAT model (IBertModel, IBertForSequenceClassification or
+    IBertForTokenClassification with quant_mode=True, force_dequant='none', activation ranges calibrated)."""
     base = model if isinstance(model, IBertModel) else getattr(model, "ibert", None)
-    head = getattr(model, "classifier", None)
-    if not isinstance(base, IBertModel) or (base is not model and head is None):
-        raise TypeError(f"{type(model).__name__}: only IBertModel and IBertForSequenceClassification export")
+    if not isinstance(base, IBertModel) or (base is not model and type(model) not in _HEADS):
+        raise TypeError(f"{type(model).__name__}: only IBertModel, IBertForSequenceClassification and "
+                        "IBertForTokenClassification export")
     config = base.config
     if not config.quant_mode or config.force_dequant != "none":
         raise ValueError("only a model with quant_mode=True and force_dequant='none' is integer-only "
@@ -294,12 +307,14 @@ def export_integer_model(model: nn.Module) -> IntegerIBert:
         if weights_from[i] != i:  # the same module's weights: stored with the first application only
             layer_tensors = {k: v for k, v in layer_tensors.items() if k not in SHARED_WEIGHTS}
         tensors |= _prefixed(layer_tensors, f"layers.{i}.")
+    head, export_head = _HEADS.get(type(model), ("base", None))
     spec = {"format": FORMAT, "version": 1, "hidden_size": config.hidden_size,
             "num_hidden_layers": len(weights_from), "layer_weights": weights_from,
             "num_attention_heads": config.num_attention_heads, "intermediate_size": config.intermediate_size,
-            "pad_token_id": config.pad_token_id, "head": "base" if head is None else "sequence_classification"}
-    if head is None:
+            "pad_token_id": config.pad_token_id, "head": head}
+    if export_head is None:
         spec["output_scale"] = scale.item()
     else:
-        tensors |= _prefixed(_export_classifier(head, scale), "classifier.")
+        spec["labels"] = config.label_names()  # config.json's id2label: the integer-only dir has no config.json
+        tensors |= _prefixed(export_head(model.classifier, scale), "classifier.")
     return IntegerIBert(spec, tensors)

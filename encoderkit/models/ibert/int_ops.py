@@ -2,11 +2,10 @@
 (torch._int_mm) and the elementwise chains between them.
 
 The recipes and constants are those of the QAT modules (quant.py). The integer model calls three stages, `embed`,
-`dense` (the embeddings' projection) and `layer` (built of `project`, `attend` and `feed_forward`); each
-takes its block's constants as a dict of tensors, so one compiled graph serves every layer. `fused(fn)` is
-fn compiled by torch.compile: each chain becomes one vectorized C++ loop nest (one pass over memory) and the
-GEMMs are called from C++ with the GIL released; or fn itself where torch.compile cannot build C++ here
-(same integers, slower).
+`dense` (the embeddings' projection) and `layer` (built of `project`, `attend` and `feed_forward`), one sequence
+at a time; each takes its block's constants as a dict of tensors, so one compiled kernel serves every layer
+whose constants have the same dtypes. kernels.py compiles each stage ahead of time: each chain becomes one
+vectorized C++ loop nest (one pass over memory) and the GEMMs are called from C++.
 
 Widths: the constants' dtypes choose them. Export stores a constant as int32 where every product it enters
 fits 32 bits (checked on the values' range), else int64, and torch's type promotion carries that through
@@ -16,17 +15,7 @@ Constants are never 0-d (shape (1,) for a scalar): a 0-d tensor would not take p
 
 from __future__ import annotations
 
-import functools
-import logging
-import os
-import shutil
-from pathlib import Path
-
 import torch
-
-from encoderkit.files import cache_dir
-
-logger = logging.getLogger(__name__)
 
 EXP_SHIFT = 30  # i-exp evaluates 2^-q at 2^30 (IntSoftmax.const)
 SOFTMAX_SUM_BITS = 32  # probabilities = exp * floor(2^32 / sum) / 2^24 (IntSoftmax.max_bit)
@@ -178,48 +167,9 @@ def feed_forward(h: torch.Tensor, context: torch.Tensor, value_sum: torch.Tensor
     return residual_layernorm(linear(g, fo["weight"]), x, fo)
 
 
-def layer(h: torch.Tensor, mask: torch.Tensor, num_heads: int, a: dict, o: dict, f: dict,
-          fo: dict) -> torch.Tensor:
-    """A whole layer on whole sequences: h int8 (B * S, H), mask (B, 1, 1, S) -> int8 (B * S, H)."""
-    B, S = mask.shape[0], mask.shape[-1]
-    qkv = project(h, a).view(B, S, 3, num_heads, -1)
-    parts = [attend(qkv[b], mask[b], a) for b in range(B)]
-    context = torch.stack([context for context, _ in parts])
-    value_sum = torch.stack([value_sum for _, value_sum in parts])
-    return feed_forward(h, context, value_sum, a, o, f, fo)
-
-
-@functools.cache
-def _can_compile() -> bool:
-    return shutil.which("g++") is not None or shutil.which("c++") is not None
-
-
-def kernel_cache_dir() -> Path:
-    """Where Inductor keeps the compiled chains between processes: $TORCHINDUCTOR_CACHE_DIR if set, else
-    encoderkit's cache dir (not Inductor's default under /tmp, which a reboot empties)."""
-    return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or cache_dir() / "inductor")
-
-
-@functools.cache
-def _use_kernel_cache() -> None:
-    """Keep what compiling the chains produces (Inductor's FX graph and AOTAutograd caches) in kernel_cache_dir(),
-    for every later process. Dynamo still traces each chain again in every process (~8 s per graph here):
-    Dynamo's own cache (caching_precompile, experimental in torch 2.13) would keep that too, but it failed
-    torch.compile's guard building in a fresh process ("check_fn.guards_state must not be None"), so it is off."""
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(kernel_cache_dir()))
-
-
-@functools.cache
-def fused(fn):
-    """fn compiled by torch.compile (Inductor generates one vectorized C++ loop nest), or fn if no compiler.
-
-    Compiling the chains takes minutes; the caches of _use_kernel_cache keep the result for later processes."""
-    if not _can_compile():
-        logger.warning("no C++ compiler: the integer chains run eagerly (slower, same results)")
-        return fn
-    _use_kernel_cache()
-    # Shapes static at first, dynamic once a second shape is seen. The C++ wrapper releases the GIL while the
-    # kernel runs (the default Python wrapper does not), so schedule.py's workers run chains in parallel. A
-    # low realize threshold keeps per-row values (LayerNorm's square root and divisions) in a buffer
-    # instead of recomputing them for every element of the row (LayerNorm chains ~30% faster).
-    return torch.compile(fn, options={"cpp_wrapper": True, "realize_opcount_threshold": 4})
+def layer(h: torch.Tensor, mask: torch.Tensor, a: dict, o: dict, f: dict, fo: dict, num_heads: int) -> torch.Tensor:
+    """A whole layer on one sequence: h int8 (S, H), mask (1, 1, S) -> int8 (S, H). One sequence at a time, so
+    that a compiled layer serves every batch size (the heads' GEMMs are a loop over the sequences otherwise)."""
+    qkv = project(h, a).view(h.shape[0], 3, num_heads, -1)
+    context, value_sum = attend(qkv, mask, a)
+    return feed_forward(h, context[None], value_sum[None], a, o, f, fo)

@@ -9,13 +9,14 @@ the float or the QAT model.
 - i-GELU, i-softmax and integer LayerNorm as in quant.py, with the constants quant.py derives;
   the LayerNorm's square root by Newton's method on integers.
 - Embeddings: int8 tables, and where the model has one, the projection E -> H as one more int8 GEMM; the
-  classifier head (float in I-BERT) runs on 16-bit weights with a lookup
-  table for tanh, and only its logits are turned into floats, at the very end.
+  classifier heads (float in I-BERT) run on 16-bit weights, the sequence classifier's with a lookup
+  table for tanh, and only their logits are turned into floats, at the very end.
 
-The elementwise chains between GEMMs are plain functions of integer tensors (`int_ops.py`); torch.compile
-fuses each into one pass over memory when a C++ compiler is present, else they run eagerly, with the
-same results. Batches are split over the CPU as schedule.py says. `save` / `load_integer_model` use
-safetensors: integer tensors plus a JSON description of the shapes.
+The elementwise chains between GEMMs are plain functions of integer tensors (`int_ops.py`), run one
+sequence at a time; kernels.py compiles each ahead of time (once per machine, cached) into one pass over
+memory when a C++ compiler is present, else they run eagerly, with the same results. Batches are split
+over the CPU as schedule.py says. `save` / `load_integer_model` use safetensors: integer tensors plus a
+JSON description of the shapes.
 
 ALBERT's shared layers (model.IBertEncoder): every layer application has its own constants (its biases are
 integers at its own input's scale, its requantizations its own ranges'), while the int8 weight matrices
@@ -35,7 +36,7 @@ import torch
 from torch import nn
 
 from ..layers import position_ids, unique_state
-from . import int_ops, schedule
+from . import int_ops, kernels, schedule
 
 FORMAT = "encoderkit-integer-ibert"
 # A layer's int8 weight matrices: what layer applications that run the same (ALBERT) layer share.
@@ -55,8 +56,19 @@ class _Tensors(nn.Module):
             self.register_buffer(name, tensor)
 
 
-def _chain(fn, fuse: bool):
-    return int_ops.fused(fn) if fuse else fn
+def _constants(block: nn.Module) -> dict[str, torch.Tensor]:
+    """A block's tensors by name, in sorted order: a compiled chain's signature includes the order."""
+    return dict(sorted(block.named_buffers()))
+
+
+def _stage(owner: nn.Module, fn, args: tuple, seq_dims: tuple, fuse: bool, **static) -> torch.Tensor:
+    """fn(*args, **static): its compiled kernel (kernels.chain, looked up once per `owner`), or fn itself."""
+    if not fuse:
+        return fn(*args, **static)
+    kernel = owner.__dict__.get("_kernel")
+    if kernel is None:
+        kernel = owner.__dict__["_kernel"] = kernels.chain(fn, args, seq_dims, **static)
+    return kernel(*args)
 
 
 class IntegerLayer(nn.Module):
@@ -71,30 +83,42 @@ class IntegerLayer(nn.Module):
         self.ffn_out = _Tensors(_sub(tensors, "ffn_out."))
 
     def constants(self) -> tuple[dict, dict, dict, dict]:
-        return tuple(dict(block.named_buffers()) for block in
-                     (self.attention, self.attention_output, self.ffn_in, self.ffn_out))
+        return tuple(_constants(block) for block in (self.attention, self.attention_output, self.ffn_in, self.ffn_out))
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor, fuse: bool) -> torch.Tensor:
-        """h: int8 (B * S, H) of B whole sequences, mask (B, 1, 1, S) -> int8 (B * S, H)."""
-        return _chain(int_ops.layer, fuse)(h, mask, self.num_heads, *self.constants())
+        """h: int8 (S, H) of one sequence, mask (1, 1, S) -> int8 (S, H)."""
+        return _stage(self, int_ops.layer, (h, mask, *self.constants()), (0, 2, None, None, None, None), fuse,
+                      num_heads=self.num_heads)
 
 
 class IntegerClassifier(_Tensors):
-    """dense (16-bit weights) -> tanh by table -> out_proj (16-bit weights) -> logits as floats."""
+    """On the first token: dense (16-bit weights) -> tanh by table -> out_proj (16-bit weights) -> logits as floats."""
 
-    def forward(self, cls: torch.Tensor) -> torch.Tensor:
-        acc = cls.long() @ self.dense_weight.t() + self.dense_bias
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        acc = h[:, 0].long() @ self.dense_weight.t() + self.dense_bias
         grid = int_ops.fixed_mul(acc, self.tanh_in_m, self.tanh_in_e).clamp(-(2**15), 2**15 - 1)
         tanh = self.tanh_table[grid + 2**15]
         logits = tanh @ self.out_proj_weight.t() + self.out_proj_bias
         return (logits.double() * self.logit_scale).float()
 
 
+class IntegerTokenClassifier(_Tensors):
+    """On every position: a linear layer (16-bit weights) -> logits (B, S, num_labels) as floats."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        logits = h.long() @ self.weight.t() + self.bias
+        return (logits.double() * self.logit_scale).float()
+
+
+CLASSIFIER_HEADS = {"sequence_classification": IntegerClassifier, "token_classification": IntegerTokenClassifier}
+
+
 class IntegerIBert(nn.Module):
     """Integer-only I-BERT. forward(input_ids, attention_mask=None, token_type_ids=None) returns float logits
-    (B, num_labels) for a classifier, int8 hidden states (B, S, H) (times `output_scale`) for a base model.
+    (B, num_labels) for a sequence classifier, (B, S, num_labels) for a token classifier, int8 hidden states
+    (B, S, H) (times `output_scale`) for a base model. spec["labels"] names a classifier's classes.
 
-    `fuse` (default True) runs the elementwise chains torch.compile'd; False runs them eagerly.
+    `fuse` (default True) runs the elementwise chains compiled (kernels.py); False runs them eagerly.
     """
 
     def __init__(self, spec: dict, tensors: dict[str, torch.Tensor]):
@@ -113,8 +137,8 @@ class IntegerIBert(nn.Module):
                 tensors.setdefault(f"layers.{i}.{name}", tensors[f"layers.{owner}.{name}"])
         self.layers = nn.ModuleList(IntegerLayer(_sub(tensors, f"layers.{i}."), spec["num_attention_heads"])
                                     for i in range(spec["num_hidden_layers"]))
-        self.classifier = (IntegerClassifier(_sub(tensors, "classifier."))
-                           if spec["head"] == "sequence_classification" else None)
+        head = CLASSIFIER_HEADS.get(spec["head"])
+        self.classifier = head(_sub(tensors, "classifier.")) if head is not None else None
 
     @property
     def layer_weights(self) -> list[int]:
@@ -145,17 +169,22 @@ class IntegerIBert(nn.Module):
         return torch.cat(outputs)
 
     def _run(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
-        B, S = input_ids.shape
-        positions = position_ids(input_ids, self.spec["pad_token_id"])
-        h = _chain(int_ops.embed, self.fuse)(input_ids, token_type_ids, positions,
-                                             dict(self.embeddings.named_buffers()))
+        hidden = torch.stack([self._sequence(*row) for row in zip(input_ids, attention_mask, token_type_ids,
+                                                                  strict=True)])  # (B, S, H)
+        return hidden if self.classifier is None else self.classifier(hidden)
+
+    def _sequence(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
+        """One sequence's ids (S,) -> int8 (S, H)."""
+        positions = position_ids(input_ids[None], self.spec["pad_token_id"])[0]
+        h = _stage(self.embeddings, int_ops.embed, (input_ids, token_type_ids, positions, _constants(self.embeddings)),
+                   (0, 0, 0, None), self.fuse)
         if self.embeddings_project is not None:
-            h = _chain(int_ops.dense, self.fuse)(h, dict(self.embeddings_project.named_buffers()))
-        mask = (attention_mask == 0).int()[:, None, None, :] * int_ops.MASKED
+            h = _stage(self.embeddings_project, int_ops.dense, (h, _constants(self.embeddings_project)), (0, None),
+                       self.fuse)
+        mask = (attention_mask == 0).int()[None, None, :] * int_ops.MASKED
         for layer in self.layers:
             h = layer(h, mask, self.fuse)
-        h = h.view(B, S, -1)
-        return h if self.classifier is None else self.classifier(h[:, 0])
+        return h
 
     def save(self, path: str | os.PathLike) -> None:
         """One safetensors file: the integer tensors (shared ones once), and the shapes as JSON in its metadata."""

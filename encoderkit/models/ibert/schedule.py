@@ -8,7 +8,7 @@ threads, every pass streams tens of MB through memory (an int32 accumulator of 4
 each of the 2 x batch x heads small attention GEMMs opens its own OpenMP region, whose barrier stalls
 whenever another process holds a core. A group of rows instead runs GEMM -> chain -> GEMM -> chain with its
 temporaries in cache. Sequences do not interact in an encoder, so groups of whole sequences need no
-synchronisation at all until the end. Compiled stages (int_ops.fused) run their GEMMs and chains from C++
+synchronisation at all until the end. Compiled stages (kernels.py) run their GEMMs and chains from C++
 with the GIL released, so the workers run in parallel.
 """
 
