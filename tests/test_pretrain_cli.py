@@ -315,3 +315,23 @@ def test_the_recorded_recipe_is_the_one_that_ran(run_dir, corpus, tmp_path):
     assert result.returncode == 2 and not (tmp_path / "out").exists()
     assert result.stderr == ("error: model.vocab_size: not a setting: it follows the tokenizer; "
                              "set tokenizer.vocab_size (or tokenizer.path)\n")
+
+
+@pytest.mark.slow
+def test_zero_steps_saves_the_recipes_untrained_model_with_the_given_tokenizer(run_dir, corpus, tmp_path):
+    """A random-init baseline: train.max_steps=0 writes the model the recipe builds at its seed, untouched."""
+    from encoderkit.models.load import load_model
+    from encoderkit.objectives import PRETRAINING
+    from encoderkit.recipes import load_recipe
+
+    out = tmp_path / "random"
+    result = cli("pretrain", *tiny(corpus, out, "train.max_steps=0", "train.seed=3", f"tokenizer.path={run_dir}"))
+    assert result.returncode == 0, result.stderr
+    assert (out / "spiece.model").read_bytes() == (run_dir / "spiece.model").read_bytes()
+    assert not (out / "checkpoints").exists()
+    recipe = load_recipe(str(out / "recipe.yaml"))
+    torch.manual_seed(3)
+    fresh = PRETRAINING[recipe.objective].build_model(recipe.model.config, recipe.settings).state_dict()
+    saved = load_model(out, "pretraining").state_dict()
+    assert saved.keys() == fresh.keys()
+    assert all(torch.equal(saved[name], fresh[name]) for name in fresh)

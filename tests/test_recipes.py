@@ -52,7 +52,7 @@ def test_show_round_trips(tmp_path):
     [
         ("train.max_step=3", "train.max_step: unknown key"),
         ("train.max_steps=abc", "train.max_steps: expected an integer"),
-        ("train.max_steps=0", "train.max_steps: 0 is out of range"),
+        ("train.max_steps=-1", "train.max_steps: -1 is out of range"),
         ("train.learning_rate=-1", "train.learning_rate: -1.0 is out of range"),
         ("train.optimizer=sgd", "train.optimizer: 'sgd' is not one of"),
         ("model.hidden_sise=3", "model.hidden_sise: unknown key"),

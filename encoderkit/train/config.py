@@ -10,7 +10,8 @@ from encoderkit.fields import value_range
 
 @dataclass
 class TrainConfig:
-    max_steps: int = field(default=1000, metadata=value_range(1))
+    # 0 trains nothing: the run dir gets the recipe's untrained model and its tokenizer (a random-init baseline).
+    max_steps: int = field(default=1000, metadata=value_range(0))
     seed: int = 0
     # Examples per optimizer step, all processes and accumulation steps together.
     batch_size: int = field(default=32, metadata=value_range(1))
