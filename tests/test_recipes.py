@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from encoderkit.recipes import RecipeError, bundled_names, dump_yaml, load_recipe, read_yaml, validate
+from encoderkit.recipes import RecipeError, apply_overrides, bundled_names, dump_yaml, load_recipe, read_yaml, validate
 from encoderkit.recipes import resolve_path as recipe_path
 
 
@@ -37,6 +37,13 @@ def test_overrides_are_typed_and_applied(tmp_path, monkeypatch):
     assert r.output.dir == "x/y"
     assert r.model.config.num_hidden_layers == 2
     assert r.data.source == ["a.txt", "b.txt"]
+
+
+def test_an_override_of_no_is_the_string_no_and_only_true_false_are_booleans():
+    # YAML 1.1 would read `no` as False, which mixed_precision refuses
+    assert load_recipe("albert-tiny", ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    assert load_recipe("albert-tiny", ["train.mixed_precision=bf16"]).train.mixed_precision == "bf16"
+    assert apply_overrides({"a": {}}, ["a.b=True", "a.c=false", "a.d=on"]) == {"a": {"b": True, "c": False, "d": "on"}}
 
 
 def test_show_round_trips(tmp_path):

@@ -178,7 +178,8 @@ def read_yaml(path: Path) -> dict:
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply `a.b.c=value` overrides; the value is parsed as YAML (numbers, booleans, lists)."""
+    """Apply `a.b.c=value` overrides; the value is parsed as YAML (numbers, lists, null), booleans only as
+    true/false."""
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
@@ -193,9 +194,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 child = node[part] = {}
             node = child
         try:
-            node[parts[-1]] = yaml.load(text, Loader=_UniqueKeyLoader) if text != "" else None
+            value = yaml.load(text, Loader=_UniqueKeyLoader) if text != "" else None
         except yaml.YAMLError:
-            node[parts[-1]] = text
+            value = text
+        # YAML 1.1 reads yes/no/on/off as booleans: train.mixed_precision=no means the string "no"
+        node[parts[-1]] = text if isinstance(value, bool) and text.lower() not in ("true", "false") else value
     return raw
 
 
