@@ -227,7 +227,8 @@ COMMANDS = {
     "rtd": ("discriminator", ["rtd"], "The cat sat on the mat.\n"),
     "predict": ("classifier", ["predict"], "a fine film\n"),
     "finetune": ("discriminator", ["finetune", "glue", "--task", "rte", "--data-dir", str(GLUE)], ""),
-    "quantize": ("classifier", ["quantize", "--task", "sst2", "--data-dir", str(GLUE)], ""),
+    "quantize": ("classifier", ["quantize", "--task", "sst2", "--data-dir", str(GLUE), "quantize.max_seq_length=64"],
+                 ""),
 }
 
 

@@ -226,9 +226,7 @@ def load_for_predict(model_dir: Path, device: torch.device, dtype: torch.dtype):
         if device.type != "cpu" or dtype != torch.float32:
             raise InferenceOptionError("--device/--dtype: the integer-only model runs on the CPU in integers; "
                                        "leave --device cpu and --dtype fp32")
-        model = load_model(model_dir, head, require_head=True)
-        _prepare_integer_kernels(model)
-        return model, head
+        return load_model(model_dir, head, require_head=True), head
     with announce_if_slow(f"loading {model_dir} ..."):
         return load_model(model_dir, head, require_head=True).eval().to(device=device, dtype=dtype), head
 
@@ -248,12 +246,14 @@ def run(model_dir: Path, stream: BinaryIO, fmt: str, task: str | None = None, ma
         device: str = "cpu", dtype: str = "fp32") -> int:
     """Answer each line of the binary `stream`; returns the number of lines that failed."""
     from encoderkit.data.tokenizer import Tokenizer
-    from encoderkit.models.load import label_names, max_tokens, vocab_size
+    from encoderkit.models.load import is_integer_dir, label_names, max_tokens, vocab_size
 
     check_options(fmt, batch_size)
     glue_task = get_task(task) if task else None
     model, head = load_for_predict(model_dir, *resolve_device(device, dtype))
     tokenizer = Tokenizer.load(model_dir, vocab_size(model))
+    if is_integer_dir(model_dir):  # after the tokenizer, so a damaged dir fails before any compiling
+        _prepare_integer_kernels(model)
     if glue_task is not None:
         with torch.inference_mode():  # the head's width, which the integer-only model does not record
             ids = torch.tensor([[tokenizer.cls_id, tokenizer.sep_id]], device=_device(model))

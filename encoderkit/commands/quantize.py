@@ -199,10 +199,11 @@ def open_classifier(recipe: QuantizeRecipe, model_dir: Path, head: str) -> Class
     if out.is_dir() and any(out.iterdir()):
         raise QuantizeError(f"output.dir: '{out}' is not empty; choose another output.dir")
     model = load_float_classifier(model_dir, config["model_type"], head).to(PartialState().device).eval()
+    tokenizer = Tokenizer.load(model_dir, config.get("vocab_size"))  # a damaged dir is named before recipe limits
     if recipe.quantize.max_seq_length > max_tokens(model):
         raise RecipeError(f"quantize.max_seq_length: {recipe.quantize.max_seq_length} exceeds the model's "
                           f"{max_tokens(model)} positions")
-    return Classifier(model_dir, config, architecture, model, Tokenizer.load(model_dir, config.get("vocab_size")))
+    return Classifier(model_dir, config, architecture, model, tokenizer)
 
 
 def quantize(recipe: QuantizeRecipe, model_dir: Path, task: str | None = None, data_dir: Path | None = None,
