@@ -175,3 +175,17 @@ def test_lamb_scales_update_by_trust_ratio():
     opt.step()
     # Adam update is sign(g) (norm 2); ||w|| = 4 so the trust ratio is 2: step = 0.1 * 2 * sign(g).
     assert torch.allclose(w.detach(), torch.tensor([1.8, 2.2, 1.8, 2.2]))
+
+
+def test_every_finetune_command_refuses_a_used_or_file_output_dir(tmp_path):
+    from encoderkit.train.finetune import OutputDirInUse, check_output_dir
+
+    check_output_dir(tmp_path / "new", resume=False)  # no dir yet: fine
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "results.json").write_text("{}")
+    with pytest.raises(OutputDirInUse, match=r"'.*used' is not empty; pass --resume"):
+        check_output_dir(tmp_path / "used", resume=False)
+    check_output_dir(tmp_path / "used", resume=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputDirInUse, match=r"'.*file' is a file; choose a directory"):
+        check_output_dir(tmp_path / "file", resume=True)

@@ -23,21 +23,16 @@ from encoderkit.commands.report import compare_with_published, comparison_table,
 from encoderkit.data.classification import add_swapped_pairs, encode_examples
 from encoderkit.data.glue import TASKS, GlueTask, get_task, load_task, write_predictions
 from encoderkit.data.tokenizer import Tokenizer
-from encoderkit.errors import UserError
 from encoderkit.files import write_json
 from encoderkit.models.load import load_model, max_tokens, read_model_config
 from encoderkit.objectives.classification import ClassificationObjective
 from encoderkit.recipes import FinetuneRecipe, RecipeError, dump_yaml
 from encoderkit.train.evaluate import glue_primary, predict, score_dev_splits
-from encoderkit.train.finetune import EpochPlan, FinetuneTask, finetune_seeds
+from encoderkit.train.finetune import EpochPlan, FinetuneTask, check_output_dir, finetune_seeds
 from encoderkit.train.run_dir import write_run_record
 
 ALL_TASKS = "all"
 RESULTS_FILE = "results.json"
-
-
-class FinetuneError(UserError):
-    """A run directory that cannot be used for fine-tuning."""
 
 
 def load_classifier(model_dir: Path, task: GlueTask, dropout: float | None):
@@ -120,11 +115,7 @@ def finetune_glue(recipe: FinetuneRecipe, task: str, model_dir: Path, data_dir: 
     tokenizer = Tokenizer.load(model_dir, read_model_config(model_dir).get("vocab_size"))
     out = Path(recipe.output.dir)
     results_file = out / RESULTS_FILE
-    if out.exists() and not out.is_dir():
-        raise FinetuneError(f"output.dir: '{out}' is a file; choose a directory")
-    if not resume and out.is_dir() and any(out.iterdir()):
-        raise FinetuneError(f"output.dir: '{out}' is not empty; pass --resume to continue the run in it "
-                            "or choose another output.dir")
+    check_output_dir(out, resume)
     # Read every task's files and build each head before writing or training anything: a bad file, or a
     # checkpoint whose classifier has another number of labels, fails the run now (not hours later) and
     # leaves output.dir as it was.

@@ -28,7 +28,7 @@ from encoderkit.objectives.multiple_choice import ChoiceObjective
 from encoderkit.recipes import RecipeError, dump_yaml
 from encoderkit.recipes.qa_choice import ChoiceRecipe
 from encoderkit.train.evaluate import predict
-from encoderkit.train.finetune import EpochPlan, FinetuneTask, finetune_seeds
+from encoderkit.train.finetune import EpochPlan, FinetuneTask, check_output_dir, finetune_seeds
 from encoderkit.train.run_dir import write_run_record
 
 HEAD = "multiple_choice"
@@ -69,9 +69,7 @@ def finetune_choice(recipe: ChoiceRecipe, model_dir: Path, train_source: Path, d
     model_type = read_model_config(model_dir)["model_type"]
     tokenizer = Tokenizer.load(model_dir)
     out = Path(recipe.output.dir)
-    if not resume and out.is_dir() and any(out.iterdir()):
-        raise ChoiceRunError(f"output.dir: '{out}' is not empty; pass --resume to continue the run in it or choose "
-                             "another output.dir")
+    check_output_dir(out, resume)
     data = {"train": load_examples(train_source), "dev": load_examples(dev_source)}
     if test_source is not None:
         data["test"] = load_examples(test_source)

@@ -23,24 +23,17 @@ from rich.console import Console
 from encoderkit.data.squad import QAExample, QAFeatures, answer_found, build_features, load_examples
 from encoderkit.data.squad_eval import answers_from_logits, predictions_at_threshold, squad_v1_scores, squad_v2_scores
 from encoderkit.data.tokenizer import Tokenizer
-from encoderkit.errors import UserError
 from encoderkit.files import write_json
 from encoderkit.models.load import load_model, max_tokens, read_model_config
 from encoderkit.objectives.question_answering import SpanObjective
 from encoderkit.recipes import RecipeError, dump_yaml
 from encoderkit.recipes.qa_choice import QAConfig, QARecipe
 from encoderkit.train.evaluate import span_logits
-from encoderkit.train.finetune import EpochPlan, FinetuneTask, finetune_seeds
+from encoderkit.train.finetune import EpochPlan, FinetuneTask, check_output_dir, finetune_seeds
 from encoderkit.train.run_dir import write_run_record
 
 HEAD = "question_answering"
 RESULTS_FILE = "results.json"
-
-
-class QARunError(UserError):
-    """A run directory that cannot be used."""
-
-    option = "output.dir"
 
 
 def dev_answers(model, examples: list[QAExample], features: QAFeatures, settings: QAConfig,
@@ -78,9 +71,7 @@ def finetune_qa(recipe: QARecipe, model_dir: Path, train_source: str, dev_source
     read_model_config(model_dir)
     tokenizer = Tokenizer.load(model_dir)
     out = Path(recipe.output.dir)
-    if not resume and out.is_dir() and any(out.iterdir()):
-        raise QARunError(f"'{out}' is not empty; pass --resume to continue the run in it or choose another "
-                         "output.dir")
+    check_output_dir(out, resume)
     # Everything is read and checked before anything is written: a bad file fails now and leaves output.dir alone.
     train_examples, train_v2 = load_examples(train_source)
     dev_examples, dev_v2 = load_examples(dev_source)

@@ -40,11 +40,13 @@ class TrainingSetTooSmall(UserError):
 
 
 class OutputDirInUse(UserError):
-    """output.dir holds another run and --resume was not given."""
+    """output.dir is a file, or holds another run and --resume was not given."""
 
 
 def check_output_dir(out: Path, resume: bool) -> None:
     """A new run needs an empty (or no) output.dir; --resume continues the run in it."""
+    if out.exists() and not out.is_dir():
+        raise OutputDirInUse(f"output.dir: '{out}' is a file; choose a directory")
     if not resume and out.is_dir() and any(out.iterdir()):
         raise OutputDirInUse(f"output.dir: '{out}' is not empty; pass --resume to continue the run in it "
                              "or choose another output.dir")
