@@ -1,5 +1,5 @@
-"""Plain MLM's packed sequences, the held-out split, held-out numbers, the recipe's init_from and validation checks,
-the curves PNG."""
+"""Plain MLM's packed sequences, the length warmup, the held-out split, held-out numbers, the recipe's init_from
+and validation checks, the curves PNG."""
 
 import json
 import math
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from data_helpers import random_documents, tiny_tokenizer, write_txt
 
 from encoderkit.data.examples import packed_examples
-from encoderkit.data.stream import PretrainBatches, is_held_out
+from encoderkit.data.stream import PretrainBatches, is_held_out, split_rows, warmup_lengths
 from encoderkit.models.albert import AlbertConfig, AlbertForMaskedLM
 from encoderkit.models.electra import BertConfig, BertForMaskedLM
 from encoderkit.models.hf_format import save_pretrained
@@ -61,6 +61,58 @@ def test_packed_stream_gives_full_rows_and_resumes_exactly(tmp_path):
     for want in expected:
         got = next(resumed)
         assert all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_warmup_lengths_double_below_the_full_length_in_equal_shares():
+    assert warmup_lengths((4, 9), 32) == [4, 4, 4, 8, 8, 8, 16, 16, 16]
+    assert warmup_lengths((4, 4), 32) == [4, 4, 8, 16]  # the first lengths take the remainder
+    assert warmup_lengths((3, 4), 12) == [3, 3, 6, 6]
+    assert warmup_lengths(None, 32) == [] and warmup_lengths((32, 5), 32) == []
+
+
+def test_split_rows_cuts_each_row_in_order_and_pads_its_end():
+    ids = torch.arange(1, 15).reshape(2, 7)
+    labels = torch.full((2, 7), -100)
+    labels[1, 6] = 99
+    batch = {"input_ids": ids, "attention_mask": torch.ones(2, 7, dtype=torch.long),
+             "token_type_ids": torch.ones(2, 7, dtype=torch.long), "mlm_labels": labels,
+             "sop_labels": torch.tensor([1, 1])}
+    cut = split_rows(batch, 4, pad_id=0)
+    assert cut["input_ids"].tolist() == [[1, 2, 3, 4], [5, 6, 7, 0], [8, 9, 10, 11], [12, 13, 14, 0]]
+    assert cut["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]] * 2
+    assert cut["token_type_ids"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]] * 2
+    assert cut["mlm_labels"][3].tolist() == [-100, -100, 99, -100] and int((cut["mlm_labels"] != -100).sum()) == 1
+    assert cut["sop_labels"].tolist() == [0, 0, 0, 0]
+
+
+def test_the_length_warmup_stream_cuts_then_gives_full_rows_and_resumes_exactly(tmp_path):
+    corpus = write_txt(tmp_path / "c.txt", random_documents(3, 30))
+
+    def stream(warmup):
+        return PretrainBatches(corpus, tiny_tokenizer(), batch_size=4, max_seq_length=24, seed=0, packed=True,
+                               masking="electra", length_warmup=warmup)
+
+    plain, warm = stream(None), stream((6, 4))
+    shapes = []
+    for _ in range(6):
+        whole, cut = next(plain), next(warm)
+        shapes.append(tuple(cut["input_ids"].shape))
+        # the same tokens and masks as without the warmup, only in shorter rows
+        assert torch.equal(cut["input_ids"][cut["attention_mask"] == 1], whole["input_ids"].flatten())
+        assert torch.equal(cut["mlm_labels"].flatten()[cut["mlm_labels"].flatten() != -100],
+                           whole["mlm_labels"].flatten()[whole["mlm_labels"].flatten() != -100])
+    assert shapes == [(16, 6), (16, 6), (8, 12), (8, 12), (4, 24), (4, 24)]
+    warm = stream((6, 4))
+    next(warm)
+    state = json.loads(json.dumps(warm.state_dict()))
+    expected = [next(warm) for _ in range(4)]
+    resumed = stream((6, 4))
+    resumed.load_state_dict(state)
+    for want in expected:
+        got = next(resumed)
+        assert all(torch.equal(want[k], got[k]) for k in want)
+    with pytest.raises(ValueError, match="another stream"):
+        stream(None).load_state_dict(state)
 
 
 def test_held_out_documents_are_never_trained_on(tmp_path):
@@ -179,10 +231,18 @@ def test_init_from_a_dir_without_a_model(tmp_path):
     (["train.eval_every=2000", "train.max_steps=1000"], "train.eval_every: 2000 is larger than the run"),
     (["data.validation=null"], "train.eval_every: there is no held-out text"),
     (["data.validation=1.5"], "data.validation: 1.5 is not a fraction"),
+    (["data.length_warmup_steps=2000", "train.max_steps=1000"], "data.length_warmup_steps: 2000 is longer than"),
+    (["data.length_warmup_steps=10", "data.length_warmup_first=512"], "data.length_warmup_first: 512 is not shorter"),
+    (["data.length_warmup_steps=10", "data.length_warmup_first=1"], "data.length_warmup_first"),
 ])
 def test_bad_held_out_settings_get_one_line(overrides, message):
     with pytest.raises(RecipeError, match=message):
         load_recipe("bert-mlm", overrides)
+
+
+def test_sentence_order_prediction_refuses_the_length_warmup():
+    with pytest.raises(RecipeError, match="data.length_warmup_steps: sentence-order prediction"):
+        load_recipe("albert-tiny", ["data.length_warmup_steps=10"])
 
 
 def test_curves_png_from_metrics_with_a_cut_last_line(tmp_path):

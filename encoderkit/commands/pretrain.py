@@ -196,8 +196,10 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False, overwrite: bool = Fal
         with accelerator.main_process_first():
             tokenizer = prepare_tokenizer(recipe, run_dir, console, resume or not accelerator.is_main_process)
         hold_out = (data.validation, data.validation_seed) if isinstance(data.validation, float) else None
+        warmup = data.length_warmup_steps * recipe.train.gradient_accumulation_steps  # in micro-batches
         batches = PretrainBatches(data.source, tokenizer, **stream_options(recipe), batch_size=micro_batch,
-                                  seed=recipe.train.seed, hold_out=hold_out)
+                                  seed=recipe.train.seed, hold_out=hold_out,
+                                  length_warmup=(data.length_warmup_first, warmup) if warmup else None)
     except CorpusError as err:
         raise RecipeError(f"data.source: {err}") from None
     held_out = held_out_batches(recipe, tokenizer)

@@ -17,6 +17,12 @@ generator's state at that point, how many examples of that document were already
 generator's state. Restoring re-reads and re-tokenizes at most that one document. Packed sequences add
 the tokens carried over from the documents before it. `max_passes=1` makes a finite stream (a validation
 set): it ends after one pass over the corpus, with a last, shorter batch.
+
+Length warmup (`length_warmup=(first_length, batches)`): the first `batches` batches have their rows cut into
+rows of `first_length` tokens, then twice that, and so on below `max_seq_length`, an equal share of the batches
+each (Li et al., 2022, "sequence length warmup"). A small encoder trained from scratch on full rows sits on the
+plateau where every masked token gets the unigram distribution; on rows of 4 tokens even uniform attention
+reads the neighbours, and what it learns there carries over to longer rows.
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ class PretrainBatches:
         hold_out: tuple[float, int] | None = None,
         held_out: bool = False,
         max_passes: int | None = None,
+        length_warmup: tuple[int, int] | None = None,
     ):
         if masking not in ("ngram", "electra"):
             raise ValueError(f"masking must be 'ngram' or 'electra', not {masking!r}")
@@ -92,6 +99,10 @@ class PretrainBatches:
             self._config["packed"] = True
         if hold_out:
             self._config["hold_out"] = list(hold_out)
+        self.warmup_lengths = warmup_lengths(length_warmup, max_seq_length)
+        if length_warmup:
+            self._config["length_warmup"] = list(length_warmup)
+        self._batches_drawn = 0
         self._dataset = load_corpus(source, split)
         self._corpus_start = self._dataset.state_dict()
         self._example_rng = random.Random(f"examples-{seed}")
@@ -116,7 +127,10 @@ class PretrainBatches:
         examples = [example for _, example in zip(range(self.batch_size), self._examples)]
         if not examples:
             raise StopIteration
-        return self._collate(examples)
+        batch = self._collate(examples)
+        length = self.warmup_lengths[self._batches_drawn] if self._batches_drawn < len(self.warmup_lengths) else None
+        self._batches_drawn += 1
+        return split_rows(batch, length, self.tokenizer.pad_id) if length else batch
 
     def state_dict(self) -> dict:
         """JSON-serialisable position of the stream: the next batch after `load_state_dict` is the next one here."""
@@ -130,6 +144,7 @@ class PretrainBatches:
             "mask_rng": rng_state_to_json(self._mask_rng.getstate()),
             "mask_generator": self._mask_generator.get_state().tolist(),
             "carry": list(self._document_carry),
+            "batches_drawn": self._batches_drawn,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -144,6 +159,7 @@ class PretrainBatches:
         self._mask_rng.setstate(rng_state_from_json(state["mask_rng"]))
         self._mask_generator.set_state(torch.tensor(state["mask_generator"], dtype=torch.uint8))
         self._document_carry = list(state.get("carry", []))
+        self._batches_drawn = state.get("batches_drawn", 0)
         self._examples = None  # restart the example generator from the restored position
 
     def _iter_examples(self) -> Iterator[Example]:
@@ -232,6 +248,31 @@ class PretrainBatches:
                 random_token_prob=self.random_token_prob,
             )
         return batch
+
+
+def warmup_lengths(length_warmup: tuple[int, int] | None, max_seq_length: int) -> list[int]:
+    """The row length of each warmup batch: `first`, 2 * first, ... while below max_seq_length, an equal share of
+    the `batches` each (the first lengths take the remainder)."""
+    if not length_warmup:
+        return []
+    first, batches = length_warmup
+    lengths = [first * 2**k for k in range(max_seq_length.bit_length()) if first * 2**k < max_seq_length]
+    if not lengths:
+        return []
+    return [lengths[i * len(lengths) // batches] for i in range(batches)]
+
+
+def split_rows(batch: dict[str, torch.Tensor], length: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """Every row cut into rows of `length` tokens (the row's end padded), in order: row r's pieces, then row r+1's.
+    Rows of padding only are kept, so the row count stays a multiple of the batch size. `sop_labels` says
+    nothing about a piece of a row and becomes 0 (the length warmup is for objectives that read tokens only)."""
+    rows, columns = batch["input_ids"].shape
+    pad = -columns % length
+    fill = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": 0, "mlm_labels": IGNORE_INDEX}
+    cut = {key: torch.nn.functional.pad(batch[key], (0, pad), value=value).reshape(-1, length)
+           for key, value in fill.items()}
+    cut["sop_labels"] = torch.zeros(cut["input_ids"].shape[0], dtype=batch["sop_labels"].dtype)
+    return cut
 
 
 def is_held_out(text: str, fraction: float, seed: int) -> bool:

@@ -52,6 +52,11 @@ class DataConfig:
     validation_seed: int = 0
     # At most this many batches (of train.batch_size rows) of held-out text, masked once, the same at every evaluation.
     validation_batches: int = field(default=20, metadata=value_range(1))
+    # Length warmup, for small models from scratch: the first length_warmup_steps steps train on rows cut into
+    # pieces of length_warmup_first tokens, then twice that, ... below max_seq_length, an equal share of those steps
+    # each (data/stream.py says why). 0: off. Not with sentence-order prediction, which reads whole rows.
+    length_warmup_steps: int = field(default=0, metadata=value_range(0))
+    length_warmup_first: int = field(default=4, metadata=value_range(2))
 
 
 @dataclass
@@ -312,6 +317,22 @@ def _check_consistency(recipe: PretrainRecipe) -> None:
         except CorpusError as err:
             raise RecipeError(f"data.source: {err}") from None
     _check_validation(recipe)
+    _check_length_warmup(recipe)
+
+
+def _check_length_warmup(recipe: PretrainRecipe) -> None:
+    data, max_steps = recipe.data, recipe.train.max_steps
+    if not data.length_warmup_steps:
+        return
+    if recipe.objective == "mlm_sop":
+        raise RecipeError("data.length_warmup_steps: sentence-order prediction (objective mlm_sop) reads whole rows, "
+                          "which the length warmup cuts; set it to 0, or use objective mlm")
+    if data.length_warmup_steps > max_steps:
+        raise RecipeError(f"data.length_warmup_steps: {data.length_warmup_steps} is longer than the run "
+                          f"(train.max_steps={max_steps}); choose a smaller value")
+    if data.length_warmup_first >= data.max_seq_length:
+        raise RecipeError(f"data.length_warmup_first: {data.length_warmup_first} is not shorter than "
+                          f"data.max_seq_length={data.max_seq_length}; choose a smaller first length")
 
 
 def _check_validation(recipe: PretrainRecipe) -> None:
