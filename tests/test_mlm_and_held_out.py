@@ -82,7 +82,7 @@ def test_split_rows_cuts_each_row_in_order_and_pads_its_end():
     assert cut["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]] * 2
     assert cut["token_type_ids"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]] * 2
     assert cut["mlm_labels"][3].tolist() == [-100, -100, 99, -100] and int((cut["mlm_labels"] != -100).sum()) == 1
-    assert cut["sop_labels"].tolist() == [0, 0, 0, 0]
+    assert cut["sop_labels"].tolist() == [-100] * 4
 
 
 def test_the_length_warmup_stream_cuts_then_gives_full_rows_and_resumes_exactly(tmp_path):
@@ -240,9 +240,23 @@ def test_bad_held_out_settings_get_one_line(overrides, message):
         load_recipe("bert-mlm", overrides)
 
 
-def test_sentence_order_prediction_refuses_the_length_warmup():
-    with pytest.raises(RecipeError, match="data.length_warmup_steps: sentence-order prediction"):
-        load_recipe("albert-tiny", ["data.length_warmup_steps=10"])
+def test_sentence_order_prediction_rests_on_the_warmups_pieces_of_rows():
+    torch.manual_seed(0)
+    config = AlbertConfig(vocab_size=50, embedding_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=32, max_position_embeddings=16)
+    spec = PRETRAINING["mlm_sop"]
+    model, objective = spec.build_model(config, None), spec.build_objective(50, None, 0)
+    ids = torch.randint(5, 50, (2, 8))
+    labels = torch.full((2, 8), -100)
+    labels[:, 3] = ids[:, 3]
+    whole = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
+             "mlm_labels": labels, "sop_labels": torch.tensor([0, 1])}
+    loss, metrics = objective(model, whole)
+    assert "sop_acc" in metrics and float(loss.detach()) > metrics["mlm_loss"]
+    loss, metrics = objective(model, split_rows(whole, 4, pad_id=0))
+    loss.backward()
+    assert "sop_acc" not in metrics and float(loss.detach()) == pytest.approx(metrics["mlm_loss"])
+    assert model.sop_classifier.weight.grad.abs().sum() == 0
 
 
 def test_curves_png_from_metrics_with_a_cut_last_line(tmp_path):

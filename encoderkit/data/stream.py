@@ -264,14 +264,14 @@ def warmup_lengths(length_warmup: tuple[int, int] | None, max_seq_length: int) -
 
 def split_rows(batch: dict[str, torch.Tensor], length: int, pad_id: int) -> dict[str, torch.Tensor]:
     """Every row cut into rows of `length` tokens (the row's end padded), in order: row r's pieces, then row r+1's.
-    Rows of padding only are kept, so the row count stays a multiple of the batch size. `sop_labels` says
-    nothing about a piece of a row and becomes 0 (the length warmup is for objectives that read tokens only)."""
+    Rows of padding only are kept, so the row count stays a multiple of the batch size. A piece of a row has no
+    sentence order: `sop_labels` becomes IGNORE_INDEX (the MLM+SOP objective then trains MLM only)."""
     rows, columns = batch["input_ids"].shape
     pad = -columns % length
     fill = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": 0, "mlm_labels": IGNORE_INDEX}
     cut = {key: torch.nn.functional.pad(batch[key], (0, pad), value=value).reshape(-1, length)
            for key, value in fill.items()}
-    cut["sop_labels"] = torch.zeros(cut["input_ids"].shape[0], dtype=batch["sop_labels"].dtype)
+    cut["sop_labels"] = torch.full((cut["input_ids"].shape[0],), IGNORE_INDEX, dtype=batch["sop_labels"].dtype)
     return cut
 
 

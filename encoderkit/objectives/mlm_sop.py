@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from encoderkit.data.masking import IGNORE_INDEX
 from encoderkit.models.albert import AlbertConfig, AlbertForPreTraining
 from encoderkit.objectives.baseline import UnigramBaseline
 from encoderkit.objectives.mlm import MaskedLmTally, masked_lm_loss, model_device
@@ -35,17 +36,21 @@ class MlmSopObjective:
             batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], mlm_mask=mlm_mask
         )
         mlm_loss = masked_lm_loss(mlm_logits, targets, batch)
-        sop_loss = F.cross_entropy(sop_logits.float(), batch["sop_labels"])
+        sop_labels = batch["sop_labels"]
+        has_order = sop_labels != IGNORE_INDEX  # none in the length warmup's pieces of rows
+        # the sum over no rows is 0 with a gradient of 0, so the warmup's steps train MLM only
+        sop_loss = F.cross_entropy(sop_logits.float(), sop_labels, reduction="sum") / max(int(has_order.sum()), 1)
 
         with torch.no_grad():
             metrics = {
                 "loss": float(mlm_loss + sop_loss),
                 "mlm_loss": float(mlm_loss),
-                "sop_loss": float(sop_loss),
                 "mlm_acc": float((mlm_logits.argmax(-1) == targets).float().mean()),
                 "unigram_acc": self.unigram.accuracy(targets),
-                "sop_acc": float((sop_logits.argmax(-1) == batch["sop_labels"]).float().mean()),
             }
+            if has_order.any():
+                metrics["sop_loss"] = float(sop_loss)
+                metrics["sop_acc"] = float((sop_logits.argmax(-1) == sop_labels)[has_order].float().mean())
         return mlm_loss + sop_loss, metrics
 
     def evaluate(self, model: nn.Module, batches, step: int) -> dict:

@@ -54,7 +54,7 @@ class DataConfig:
     validation_batches: int = field(default=20, metadata=value_range(1))
     # Length warmup, for small models from scratch: the first length_warmup_steps steps train on rows cut into
     # pieces of length_warmup_first tokens, then twice that, ... below max_seq_length, an equal share of those steps
-    # each (data/stream.py says why). 0: off. Not with sentence-order prediction, which reads whole rows.
+    # each (data/stream.py says why). 0: off. Sentence-order prediction rests meanwhile (pieces have no order).
     length_warmup_steps: int = field(default=0, metadata=value_range(0))
     length_warmup_first: int = field(default=4, metadata=value_range(2))
 
@@ -324,9 +324,6 @@ def _check_length_warmup(recipe: PretrainRecipe) -> None:
     data, max_steps = recipe.data, recipe.train.max_steps
     if not data.length_warmup_steps:
         return
-    if recipe.objective == "mlm_sop":
-        raise RecipeError("data.length_warmup_steps: sentence-order prediction (objective mlm_sop) reads whole rows, "
-                          "which the length warmup cuts; set it to 0, or use objective mlm")
     if data.length_warmup_steps > max_steps:
         raise RecipeError(f"data.length_warmup_steps: {data.length_warmup_steps} is longer than the run "
                           f"(train.max_steps={max_steps}); choose a smaller value")
