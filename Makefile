@@ -20,17 +20,17 @@ $(VENV)/.installed: pyproject.toml
 
 # The demo (recipes/albert-demo.yaml) holds out 2% of the corpus's documents and scores the model on them before
 # and after training: masked-token accuracy, and accuracy where the input hid the token, beside the unigram
-# baseline (always answering the most frequent token). The sentences are docstring phrasings whose masked word the
-# context decides. The clock starts after the install.
+# baseline (always answering the most frequent token). The sentences are docstring phrasings (none of them in the
+# corpus) whose masked word the context decides. The clock starts after the install.
 demo: install
 	rm -rf $(DEMO_DIR)
 	@start=$$(date +%s) && \
 	$(BIN)/encoderkit pretrain albert-demo output.dir=$(DEMO_DIR) && \
 	printf '%s\n' \
-	  "Run the event [MASK] until it is stopped." \
-	  "Pass any extra keyword [MASK] to the base class." \
-	  "This method is kept for backwards [MASK]." \
-	  "Return True if the string matches the regular [MASK]." \
+	  "Raise an [MASK] if the key is not found." \
+	  "If the [MASK] is closed, raise ValueError." \
+	  "Return a [MASK] of the items in the dictionary." \
+	  "This function is [MASK] for internal use." \
 	  | $(BIN)/encoderkit fill-mask --model $(DEMO_DIR) --top-k 5 && \
 	echo "make demo took $$(( $$(date +%s) - start )) s (the install not counted); curves: $(DEMO_DIR)/curves.png"
 
