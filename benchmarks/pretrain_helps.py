@@ -1,11 +1,13 @@
 """Does pretraining pay off? The tiny ALBERT (MLM + SOP) and the tiny ELECTRA (replaced-token detection) are
-pretrained on real English prose for the same token budget, then each, and a randomly initialised model of
-the same shape and tokenizer, is fine-tuned on a real labelled sentence task, three seeds each. Everything runs
-through the CLI (`encoderkit pretrain`, `encoderkit finetune classify`), so the product is what is measured.
+pretrained on real English prose for a fixed budget (the same tokens, or with --electra-steps about the same
+compute: the table gives each one's steps, tokens and minutes), half of it on shorter rows (the length warmup),
+then each, and a randomly initialised model of the same shape and tokenizer, is fine-tuned on a real labelled
+sentence task, three seeds each. Everything runs through the CLI (`encoderkit pretrain`, `encoderkit finetune
+classify`), so the product is what is measured.
 
-    python -m benchmarks.pretrain_helps [--out runs/pretrain-helps] [--steps 800] [--epochs 3] [--seeds 3] ...
+    python -m benchmarks.pretrain_helps [--out runs/pretrain-helps] [--steps 1600] [--electra-steps N] [--seeds 3] ...
 
-(benchmarks/README.md says what was measured: on a busy machine only a 30-step, one-epoch, one-seed run finished.)
+(benchmarks/README.md has the measured table.)
 
 Data: the Brown corpus (benchmarks/brown.py). Pretraining prose: the sentences of the corpus's train samples,
 one document per sample. The task: which of three groups of genres a single sentence comes from: press
@@ -43,7 +45,7 @@ GROUPS = {"press": "abc", "learned": "hj", "fiction": "klmnp"}
 SEQ = 64  # tokens per pretraining sequence and the fine-tuning cut (Brown sentences average ~25 words)
 
 # The tiny recipes' shapes and settings, stated here so that a change to the bundled recipes does not move
-# these numbers. Budget: steps x batch x SEQ tokens, the same for both.
+# these numbers. Budget: steps x batch x SEQ tokens.
 COMMON = [f"data.max_seq_length={SEQ}", "model.embedding_size=64", "model.hidden_size=128",
           "model.num_hidden_layers=4", "model.num_attention_heads=4", "model.intermediate_size=512",
           "model.max_position_embeddings=128", "train.schedule=linear", "train.weight_decay=0.01",
@@ -112,11 +114,14 @@ def read_labels(path: Path) -> list[str]:
 
 
 def pretrain(family: str, run: Path, overrides: list[str]) -> None:
+    """One pretraining run; its wall time goes to run/seconds.txt (a reused run keeps the one it had)."""
     if (run / "config.json").is_file() or (run / "discriminator" / "config.json").is_file():
         log(f"reusing {run}")
         return
     recipe, own = RECIPES[family]
+    start = time.perf_counter()
     encoderkit("pretrain", recipe, *COMMON, *own, *overrides, f"output.dir={run}", "--overwrite")
+    (run / "seconds.txt").write_text(f"{time.perf_counter() - start:.0f}\n")
 
 
 def finetune(model_dir: Path, run: Path, data: dict[str, Path], seed: int, args) -> float:
@@ -152,8 +157,11 @@ def bag_of_words(data: dict[str, Path]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/pretrain-helps"))
-    parser.add_argument("--steps", type=int, default=800, help="pretraining steps (the same for both)")
-    parser.add_argument("--batch-size", type=int, default=64, help="pretraining sequences per step")
+    parser.add_argument("--steps", type=int, default=1600, help="pretraining steps (ALBERT's; ELECTRA's too unless "
+                        "--electra-steps)")
+    parser.add_argument("--electra-steps", type=int, help="ELECTRA's pretraining steps: fewer for equal compute, as "
+                        "its step (generator + discriminator) costs more than ALBERT's")
+    parser.add_argument("--batch-size", type=int, default=32, help="pretraining sequences per step")
     parser.add_argument("--length-warmup", type=float, default=0.5,
                         help="share of the pretraining steps on shorter rows (data.length_warmup_steps; 0: none)")
     parser.add_argument("--albert-lr", type=float, default=2e-3)
@@ -161,22 +169,24 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--per-class", type=int, default=300, help="labelled training sentences per class")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--finetune-lr", type=float, default=2e-4)
+    parser.add_argument("--finetune-lr", type=float, default=1e-3)
     parser.add_argument("--jobs", type=int, default=2, help="CLI processes at a time")
     args = parser.parse_args()
     THREADS.update(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // args.jobs)))
     out, start = args.out, time.perf_counter()
     data = write_data(out / "data", args.per_class, seed=0)
-    tokens = args.steps * args.batch_size * SEQ
+    steps = {"albert": args.steps, "electra": args.electra_steps or args.steps}
     tokenizer = out / "tokenizer"
     if not (tokenizer / "spiece.model").is_file():
         encoderkit("tokenizer", "train", "albert-tiny", f"data.source={data['prose']}", "tokenizer.vocab_size=4000",
                    "tokenizer.model_type=unigram", "tokenizer.sample_documents=20000", "--out", str(tokenizer))
     shared = [f"data.source={data['prose']}", f"tokenizer.path={tokenizer}"]
-    budget = [f"train.max_steps={args.steps}", f"train.batch_size={args.batch_size}",
-              f"train.warmup_steps={args.steps // 10}", "train.seed=0", "data.validation=0.03",
-              f"train.save_every={args.steps}", f"train.log_every={max(1, args.steps // 20)}",
-              f"data.length_warmup_steps={int(args.steps * args.length_warmup)}"]
+
+    def budget(count: int) -> list[str]:
+        return [f"train.max_steps={count}", f"train.batch_size={args.batch_size}", f"train.warmup_steps={count // 10}",
+                "train.seed=0", "data.validation=0.03", f"train.save_every={count}",
+                f"train.log_every={max(1, count // 20)}", f"data.length_warmup_steps={int(count * args.length_warmup)}"]
+
     learning_rates = {"albert": args.albert_lr, "electra": args.electra_lr}
     accuracy: dict[str, dict[int, float]] = {}  # "albert random" -> {seed: test accuracy}
 
@@ -192,7 +202,7 @@ def main() -> None:
     with ThreadPoolExecutor(args.jobs) as pool:
         def pretrained(family: str) -> None:
             run = out / f"pretrain-{family}"
-            pretrain(family, run, [*shared, *budget, f"train.learning_rate={learning_rates[family]}"])
+            pretrain(family, run, [*shared, *budget(steps[family]), f"train.learning_rate={learning_rates[family]}"])
             tasks.extend(pool.submit(tune, family, "pretrained", seed, encoder_dir(run, family))
                          for seed in range(args.seeds))
 
@@ -207,7 +217,8 @@ def main() -> None:
         while tasks:  # a pretraining task adds its fine-tunings before it completes
             tasks.pop(0).result()
     scores = {name: [by_seed[seed] for seed in sorted(by_seed)] for name, by_seed in accuracy.items()}
-    report(args, tokens, scores, bag_of_words(data), time.perf_counter() - start, out)
+    seconds = {family: float((out / f"pretrain-{family}" / "seconds.txt").read_text()) for family in RECIPES}
+    report(args, steps, seconds, scores, bag_of_words(data), time.perf_counter() - start, out)
 
 
 def mean_std(values: list[float]) -> str:
@@ -215,22 +226,25 @@ def mean_std(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.1f} ± {100 * std:.1f}"
 
 
-def report(args, tokens: int, scores: dict[str, list[float]], bow: float, seconds: float, out: Path) -> None:
+def report(args, steps: dict[str, int], pretrain_seconds: dict[str, float], scores: dict[str, list[float]],
+           bow: float, seconds: float, out: Path) -> None:
     chance = 100 / len(GROUPS)
-    lines = [f"pretraining: {args.steps} steps x {args.batch_size} x {SEQ} tokens = {tokens / 1e6:.2f}M tokens each; "
-             f"task: genre group of one sentence ({', '.join(GROUPS)}), {args.per_class} training sentences per "
-             f"class, test accuracy x100 over {args.seeds} seeds (chance {chance:.1f}; bag-of-words logistic "
+    tokens = {family: count * args.batch_size * SEQ for family, count in steps.items()}
+    lines = [f"pretraining: steps x {args.batch_size} x {SEQ} tokens, {args.length_warmup:g} of the steps on shorter "
+             f"rows; task: genre group of one sentence ({', '.join(GROUPS)}), {args.per_class} training sentences "
+             f"per class, test accuracy x100 over {args.seeds} seeds (chance {chance:.1f}; bag-of-words logistic "
              f"regression {100 * bow:.1f})",
-             "| model | random init | pretrained | gain |", "|---|---|---|---|"]
+             "| model | pretraining | random init | pretrained | gain |", "|---|---|---|---|---|"]
     for family in RECIPES:
         random_, trained = scores[f"{family} random"], scores[f"{family} pretrained"]
         gain = 100 * (statistics.mean(trained) - statistics.mean(random_))
-        lines.append(f"| {family}-tiny | {mean_std(random_)} | {mean_std(trained)} | {gain:+.1f} |")
-    lines.append(f"{seconds / 60:.1f} min in all, {args.jobs} processes at a time")
+        budget = f"{steps[family]} steps, {tokens[family] / 1e6:.2f}M tokens, {pretrain_seconds[family] / 60:.1f} min"
+        lines.append(f"| {family}-tiny | {budget} | {mean_std(random_)} | {mean_std(trained)} | {gain:+.1f} |")
+    lines.append(f"{seconds / 60:.1f} min in all, {args.jobs} processes at a time, one thread each")
     print("\n".join(lines))
     (out / "results.json").write_text(json.dumps({"settings": vars(args) | {"out": str(out)}, "tokens": tokens,
-                                                  "test_accuracy": scores, "bag_of_words": bow,
-                                                  "seconds": seconds}, indent=1))
+                                                  "pretrain_seconds": pretrain_seconds, "test_accuracy": scores,
+                                                  "bag_of_words": bow, "seconds": seconds}, indent=1))
 
 
 if __name__ == "__main__":

@@ -326,7 +326,7 @@ def _check_length_warmup(recipe: PretrainRecipe) -> None:
         return
     if data.length_warmup_steps > max_steps:
         raise RecipeError(f"data.length_warmup_steps: {data.length_warmup_steps} is longer than the run "
-                          f"(train.max_steps={max_steps}); choose a smaller value")
+                          f"(train.max_steps={max_steps}); choose a smaller value (0 turns the warmup off)")
     if data.length_warmup_first >= data.max_seq_length:
         raise RecipeError(f"data.length_warmup_first: {data.length_warmup_first} is not shorter than "
                           f"data.max_seq_length={data.max_seq_length}; choose a smaller first length")
