@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from data_helpers import random_documents, tiny_tokenizer, write_txt
 
 from encoderkit.data.examples import packed_examples
-from encoderkit.data.stream import PretrainBatches, is_held_out, split_rows, warmup_lengths
+from encoderkit.data.stream import PretrainBatches, is_held_out, split_rows, warmup_length
 from encoderkit.models.albert import AlbertConfig, AlbertForMaskedLM
 from encoderkit.models.electra import BertConfig, BertForMaskedLM
 from encoderkit.models.hf_format import save_pretrained
@@ -63,11 +63,17 @@ def test_packed_stream_gives_full_rows_and_resumes_exactly(tmp_path):
         assert all(torch.equal(want[k], got[k]) for k in want)
 
 
+def warmup_lengths(length_warmup, max_seq_length):
+    """Every batch's row length while the warmup lasts (and the first one after it, None)."""
+    batches = length_warmup[1] if length_warmup else 0
+    return [warmup_length(i, length_warmup, max_seq_length) for i in range(batches + 1)]
+
+
 def test_warmup_lengths_double_below_the_full_length_in_equal_shares():
-    assert warmup_lengths((4, 9), 32) == [4, 4, 4, 8, 8, 8, 16, 16, 16]
-    assert warmup_lengths((4, 4), 32) == [4, 4, 8, 16]  # the first lengths take the remainder
-    assert warmup_lengths((3, 4), 12) == [3, 3, 6, 6]
-    assert warmup_lengths(None, 32) == [] and warmup_lengths((32, 5), 32) == []
+    assert warmup_lengths((4, 9), 32) == [4, 4, 4, 8, 8, 8, 16, 16, 16, None]
+    assert warmup_lengths((4, 4), 32) == [4, 4, 8, 16, None]  # the first lengths take the remainder
+    assert warmup_lengths((3, 4), 12) == [3, 3, 6, 6, None]
+    assert warmup_lengths(None, 32) == [None] and warmup_lengths((32, 5), 32) == [None] * 6
 
 
 def test_split_rows_cuts_each_row_in_order_and_pads_its_end():

@@ -99,7 +99,7 @@ class PretrainBatches:
             self._config["packed"] = True
         if hold_out:
             self._config["hold_out"] = list(hold_out)
-        self.warmup_lengths = warmup_lengths(length_warmup, max_seq_length)
+        self.length_warmup = length_warmup
         if length_warmup:
             self._config["length_warmup"] = list(length_warmup)
         self._batches_drawn = 0
@@ -128,7 +128,7 @@ class PretrainBatches:
         if not examples:
             raise StopIteration
         batch = self._collate(examples)
-        length = self.warmup_lengths[self._batches_drawn] if self._batches_drawn < len(self.warmup_lengths) else None
+        length = warmup_length(self._batches_drawn, self.length_warmup, self.max_seq_length)
         self._batches_drawn += 1
         return split_rows(batch, length, self.tokenizer.pad_id) if length else batch
 
@@ -250,24 +250,21 @@ class PretrainBatches:
         return batch
 
 
-def warmup_lengths(length_warmup: tuple[int, int] | None, max_seq_length: int) -> list[int]:
-    """The row length of each warmup batch: `first`, 2 * first, ... while below max_seq_length, an equal share of
-    the `batches` each (the first lengths take the remainder)."""
-    if not length_warmup:
-        return []
+def warmup_length(batch_index: int, length_warmup: tuple[int, int] | None, max_seq_length: int) -> int | None:
+    """The row length of warmup batch `batch_index`: `first`, 2 * first, ... while below max_seq_length, an equal
+    share of the `batches` each (the first lengths take the remainder); None after the warmup (whole rows)."""
+    if not length_warmup or batch_index >= length_warmup[1]:
+        return None
     first, batches = length_warmup
     lengths = [first * 2**k for k in range(max_seq_length.bit_length()) if first * 2**k < max_seq_length]
-    if not lengths:
-        return []
-    return [lengths[i * len(lengths) // batches] for i in range(batches)]
+    return lengths[batch_index * len(lengths) // batches] if lengths else None
 
 
 def split_rows(batch: dict[str, torch.Tensor], length: int, pad_id: int) -> dict[str, torch.Tensor]:
     """Every row cut into rows of `length` tokens (the row's end padded), in order: row r's pieces, then row r+1's.
     Rows of padding only are kept, so the row count stays a multiple of the batch size. A piece of a row has no
     sentence order: `sop_labels` becomes IGNORE_INDEX (the MLM+SOP objective then trains MLM only)."""
-    rows, columns = batch["input_ids"].shape
-    pad = -columns % length
+    pad = -batch["input_ids"].shape[1] % length
     fill = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": 0, "mlm_labels": IGNORE_INDEX}
     cut = {key: torch.nn.functional.pad(batch[key], (0, pad), value=value).reshape(-1, length)
            for key, value in fill.items()}
